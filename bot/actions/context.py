@@ -1,0 +1,73 @@
+"""What every action needs: the app state in Redis, the debtor, and a way to speak.
+
+Actions send nothing themselves: they return events and name a template with its variables
+(`say`); the worker renders and sends. The action server (service/action_server.py) calls
+`configure` once at start-up with its Redis connection and settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+from redis.asyncio import Redis
+
+from bot.core.debtors import Debtor
+from bot.core.plans import PlanPolicy
+from service.conversations import ConversationStore
+from service.debtor_store import RedisDebtorStore
+from service.keys import Keys
+from service.settings import Settings
+
+
+@dataclass
+class ActionContext:
+    redis: Redis
+    keys: Keys
+    settings: Settings
+    debtors: RedisDebtorStore
+    conversations: ConversationStore
+    policy: PlanPolicy
+
+
+_context: ActionContext | None = None
+
+
+def configure(redis: Redis, settings: Settings) -> ActionContext:
+    global _context
+    keys = Keys(settings.key_prefix)
+    _context = ActionContext(redis, keys, settings, RedisDebtorStore(redis, keys),
+                             ConversationStore(redis, keys), PlanPolicy())
+    return _context
+
+
+def context() -> ActionContext:
+    if _context is None:
+        raise RuntimeError("the action server did not call bot.actions.context.configure()")
+    return _context
+
+
+def say(dispatcher: CollectingDispatcher, template: str, **variables: Any) -> None:
+    """Name the template to send; the worker renders it for channel, language and tone."""
+    dispatcher.utter_message(json_message={"template": template, "vars": variables})
+
+
+async def debtor_of(tracker: Tracker) -> Debtor | None:
+    return await context().debtors.get(tracker.sender_id)
+
+
+def message_metadata(tracker: Tracker) -> dict[str, Any]:
+    return (tracker.latest_message or {}).get("metadata") or {}
+
+
+def today_of(tracker: Tracker) -> date:
+    """The worker passes the debtor's local date, so "friday" means their Friday."""
+    raw = message_metadata(tracker).get("today")
+    return date.fromisoformat(raw) if raw else date.today()
+
+
+def is_verified(tracker: Tracker) -> bool:
+    return bool(tracker.get_slot("verified"))

@@ -1,0 +1,368 @@
+"""`nudge`: the command line of Nudge (typer).
+
+  nudge up                      start everything with the demo portfolio (what `make run` does)
+  nudge train [--force]         train the engine model if its inputs changed
+  nudge understand TEXT --lang  print the understanding contract's JSON for one reply
+  nudge import FILE             import debtors (CSV or JSON)
+  nudge remind DEBTOR           send the first reminder
+  nudge chat --debtor ID        talk to the bot as a debtor, in the terminal
+  nudge agent list|claim|reply|handback   the agent's side of a handoff
+  nudge eval-nlu                intent F1 and recall per language on the held-out set
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Optional
+
+import aiohttp
+import redis.asyncio as aioredis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.settings import PROJECT_ROOT, Settings, SettingsError, ensure_local_secrets
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nudge: conversational collections.")
+agent_app = typer.Typer(no_args_is_help=True, help="Take over escalated conversations.")
+app.add_typer(agent_app, name="agent")
+console = Console()
+err = Console(stderr=True)
+
+DEMO_PORTFOLIO = PROJECT_ROOT / "data" / "demo_portfolio.csv"
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        err.print(f"[red]settings:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+# --- up ---------------------------------------------------------------------------------
+@app.command()
+def up(
+    demo: bool = typer.Option(True, help="Load the demo portfolio."),
+    workers: int = typer.Option(1, min=1, max=8, help="Worker processes."),
+) -> None:
+    """Start Redis (if none answers), the engine, the action server, the gateway and the worker."""
+    from service.stack import Stack, StackError
+
+    base = _settings()
+    secrets_now = ensure_local_secrets(base.state_dir)
+    env = {**os.environ, **{k: v for k, v in secrets_now.items() if not os.environ.get(k)}}
+    settings = Settings.from_env(env)
+    stack = Stack(settings, env)
+    stopping = False
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start_redis_if_needed()
+        if demo:
+            report = _run(_import(settings, DEMO_PORTFOLIO, skip_bad_rows=False))
+            console.print(f"demo portfolio: {report}")
+        stack.start_services(workers=workers)
+        console.print(f"\n[bold green]Nudge is running.[/bold green] Simulator: "
+                      f"{settings.public_url}/simulator  ·  metrics: {settings.public_url}/metrics"
+                      "\nCtrl-C stops everything.\n")
+        while not stopping:
+            exited = stack.first_exited()
+            if exited is not None:
+                err.print(f"[red]{exited.name} exited with code {exited.process.returncode}; stopping[/red]")
+                break
+            time.sleep(0.5)
+    except StackError as error:
+        err.print(f"[red]could not start:[/red] {error}")
+        stack.stop()
+        raise typer.Exit(1) from None
+    console.print("stopping...")
+    stack.stop()
+    console.print("stopped.")
+
+
+@app.command()
+def train(force: bool = typer.Option(False, help="Train even if a model for these inputs exists.")) -> None:
+    """Train the engine model (cached by a hash of config, domain and data)."""
+    from service.engine_model import ensure_model
+
+    console.print(str(ensure_model(force=force)))
+
+
+# --- understand -----------------------------------------------------------------------
+@app.command()
+def understand(
+    text: str,
+    lang: str = typer.Option(..., "--lang", help="en, nl or de"),
+    currency: Optional[str] = typer.Option(None, help="Currency for amounts that name none."),
+    today: Optional[str] = typer.Option(None, help="Reference date (ISO) for relative dates."),
+) -> None:
+    """Print the understanding contract's JSON for one reply, through the live path."""
+    if lang not in ("en", "nl", "de"):
+        err.print("--lang must be en, nl or de")
+        raise typer.Exit(2)
+    settings = _settings()
+    reference = date.fromisoformat(today) if today else date.today()
+    print(_run(_understand(settings, text, lang, currency, reference)))
+
+
+async def _understand(settings: Settings, text: str, lang: str, currency: str | None, today: date) -> str:
+    from service.engine import EngineClient, EngineError
+    from service.understanding import contract_json, understand as understand_reply
+
+    async with EngineClient(settings.engine_url, settings.engine_token, timeout=30) as engine:
+        try:
+            result = await understand_reply(text, lang, engine, today=today, default_currency=currency)
+        except EngineError as error:
+            err.print(f"[red]the engine does not answer at {settings.engine_url}[/red] ({error}).\n"
+                      "Start it with `make run` (or `nudge up`) in another terminal.")
+            raise typer.Exit(1) from None
+    return contract_json(result, indent=2)
+
+
+# --- import ---------------------------------------------------------------------------
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    skip_bad_rows: bool = typer.Option(False, help="Import the good rows and report the bad ones."),
+) -> None:
+    """Import debtors and their cases from CSV or JSON (idempotent upsert)."""
+    settings = _settings()
+    report = _run(_import(settings, file, skip_bad_rows=skip_bad_rows))
+    for error in report.errors:
+        err.print(f"[red]row {error.row}[/red] {error.field}: {error.message}")
+    console.print(f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
+                  f"skipped {report.skipped}")
+    if report.errors and not skip_bad_rows:
+        err.print("nothing was imported (use --skip-bad-rows to import the good rows)")
+        raise typer.Exit(1)
+
+
+async def _import(settings: Settings, file: Path, *, skip_bad_rows: bool):
+    from service.debtor_store import RedisDebtorStore
+    from service.importer import import_file
+    from service.keys import Keys
+
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        return await import_file(file, RedisDebtorStore(client, Keys(settings.key_prefix)),
+                                 skip_bad_rows=skip_bad_rows)
+    finally:
+        await client.aclose()
+
+
+# --- remind ---------------------------------------------------------------------------
+@app.command()
+def remind(
+    debtor: str,
+    channel: Optional[str] = typer.Option(None, help="sms, whatsapp or email (default: preferred)"),
+    wait: float = typer.Option(20.0, help="Seconds to wait for the worker to send it (0: don't)."),
+) -> None:
+    """Send a debtor's first reminder (through the worker) and show it."""
+    settings = _settings()
+    print_entries = _run(_remind(settings, debtor, channel, wait))
+    if not print_entries:
+        raise typer.Exit(1)
+
+
+async def _remind(settings: Settings, debtor_id: str, channel: str | None, wait: float) -> bool:
+    async with aiohttp.ClientSession(base_url=settings.public_url) as http:
+        async with http.post(f"/simulator/api/debtors/{debtor_id}/remind",
+                             json={"channel": channel} if channel else {}) as response:
+            body = await response.json(content_type=None)
+            if response.status != 202:
+                err.print(f"[red]{body.get('error', response.status)}[/red]")
+                return False
+        console.print(f"queued {body['queued']}")
+        if wait:
+            await _follow(http, debtor_id, after=None, until=time.monotonic() + wait, stop_after_out=True)
+    return True
+
+
+# --- chat -----------------------------------------------------------------------------
+@app.command()
+def chat(
+    debtor: str = typer.Option(..., "--debtor"),
+    channel: str = typer.Option("sms", "--channel"),
+    remind_first: bool = typer.Option(True, "--remind/--no-remind", help="Start with the first reminder."),
+    show_understanding: bool = typer.Option(True, "--understanding/--no-understanding"),
+) -> None:
+    """Talk to the bot as a debtor, through the same gateway and worker as real providers."""
+    settings = _settings()
+    _run(_chat(settings, debtor, channel, remind_first, show_understanding))
+
+
+async def _chat(settings: Settings, debtor_id: str, channel: str, remind_first: bool, show: bool) -> None:
+    async with aiohttp.ClientSession(base_url=settings.public_url) as http:
+        async with http.get(f"/simulator/api/debtors/{debtor_id}/transcript") as response:
+            if response.status != 200:
+                err.print(f"[red]no debtor {debtor_id} (is `make run` running?)[/red]")
+                return
+            last = ((await response.json())["entries"] or [{}])[-1].get("id")
+        if remind_first:
+            await http.post(f"/simulator/api/debtors/{debtor_id}/remind", json={"channel": channel})
+            last = await _follow(http, debtor_id, last, time.monotonic() + 20, show=show, stop_after_out=True)
+        console.print("[dim]Type as the debtor; an empty line or Ctrl-D quits.[/dim]")
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, _read_line)
+            if not line:
+                return
+            async with http.post(f"/simulator/api/debtors/{debtor_id}/messages",
+                                 json={"channel": channel, "body": line,
+                                       "message_id": f"CLI{uuid.uuid4().hex}"}) as response:
+                if response.status >= 400:
+                    err.print(f"[red]{(await response.json()).get('error')}[/red]")
+                    continue
+            last = await _follow(http, debtor_id, last, time.monotonic() + 30, show=show,
+                                 stop_after_out=True)
+
+
+def _read_line() -> str:
+    try:
+        return input("you> ").strip()
+    except EOFError:
+        return ""
+
+
+async def _follow(http: aiohttp.ClientSession, debtor_id: str, after: str | None, until: float, *,
+                  show: bool = True, stop_after_out: bool = False) -> str | None:
+    """Print new transcript entries until a bot reply arrived and things are quiet, or time is up."""
+    quiet_since = None
+    while time.monotonic() < until:
+        params = {"after": after} if after else {}
+        async with http.get(f"/simulator/api/debtors/{debtor_id}/transcript", params=params) as response:
+            data = await response.json()
+        for entry in data["entries"]:
+            after = entry["id"]
+            _print_entry(entry, show)
+            if entry.get("kind") == "message" and entry.get("direction") == "out":
+                quiet_since = time.monotonic()
+            if entry.get("kind") == "event" and entry.get("name") in ("for_agent", "held"):
+                quiet_since = time.monotonic()
+        if stop_after_out and quiet_since and time.monotonic() - quiet_since > 0.8:
+            return after
+        await asyncio.sleep(0.2)
+    return after
+
+
+def _print_entry(entry: dict, show: bool) -> None:
+    if entry.get("kind") == "message" and entry.get("direction") == "out":
+        subject = f"[bold]{entry['subject']}[/bold]\n" if entry.get("subject") else ""
+        console.print(f"[cyan]bot ({entry.get('channel')})>[/cyan] {subject}{entry['body']}", highlight=False)
+    elif entry.get("kind") == "event" and entry.get("name") == "understood" and show:
+        entities = json.dumps(entry.get("entities") or {}, ensure_ascii=False)
+        console.print(f"[dim]  ↳ {entry['intent']} {entry['confidence']:.2f} {entities} "
+                      f"({entry.get('source')})[/dim]", highlight=False)
+    elif entry.get("kind") == "event" and entry.get("name") in ("handoff", "handed_back", "claimed", "opted_out"):
+        detail = entry.get("reason") or entry.get("agent") or entry.get("channel") or ""
+        console.print(f"[yellow]  ** {entry['name']} {detail}[/yellow]")
+
+
+# --- agent ----------------------------------------------------------------------------
+@agent_app.command("list")
+def agent_list() -> None:
+    """Conversations waiting for or owned by an agent, most urgent first."""
+    settings = _settings()
+    states = _run(_with_conversations(settings, lambda store: store.escalated()))
+    table = Table("conversation", "reason", "agent", "channel", "language", "waiting")
+    for s in states:
+        waited = f"{(time.time() - s.waiting_since) / 60:.0f} min" if s.waiting_since else ""
+        table.add_row(s.conversation_id, s.reason or "", s.agent or "-", s.channel or "", s.language or "", waited)
+    console.print(table)
+
+
+@agent_app.command("claim")
+def agent_claim(conversation: str, agent: str = typer.Option(..., "--as", help="Your agent name.")) -> None:
+    """Claim a conversation (only one agent can own it)."""
+    from service.conversations import ClaimError
+
+    settings = _settings()
+    try:
+        _run(_with_conversations(settings, lambda store: store.claim(conversation, agent)))
+    except ClaimError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{agent} owns {conversation}")
+
+
+@agent_app.command("reply")
+def agent_reply(conversation: str, text: str, agent: str = typer.Option(..., "--as")) -> None:
+    """Reply to the debtor on the channel they last used."""
+    settings = _settings()
+    try:
+        _run(_agent_reply(settings, conversation, text, agent))
+    except LookupError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print("sent")
+
+
+@agent_app.command("handback")
+def agent_handback(conversation: str, agent: str = typer.Option(..., "--as")) -> None:
+    """Hand the conversation back to the bot."""
+    settings = _settings()
+    _run(_handback(settings, conversation, agent))
+    console.print(f"{conversation} is back with the bot")
+
+
+async def _with_conversations(settings: Settings, action):
+    from service.conversations import ConversationStore
+    from service.keys import Keys
+
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        return await action(ConversationStore(client, Keys(settings.key_prefix)))
+    finally:
+        await client.aclose()
+
+
+async def _agent_reply(settings: Settings, conversation_id: str, text: str, agent: str) -> None:
+    from service.agent import AgentDesk
+
+    async with AgentDesk.connect(settings) as desk:
+        await desk.reply(conversation_id, agent, text)
+
+
+async def _handback(settings: Settings, conversation_id: str, agent: str) -> None:
+    from service.agent import AgentDesk
+
+    async with AgentDesk.connect(settings) as desk:
+        await desk.hand_back(conversation_id, agent)
+
+
+# --- evaluation -----------------------------------------------------------------------
+@app.command("eval-nlu")
+def eval_nlu(
+    write: bool = typer.Option(True, help="Write docs/nlu-evaluation.md."),
+) -> None:
+    """Intent macro-F1 and per-intent recall per language on tests/nlu_eval (held out)."""
+    from service.nlu_eval import evaluate_all
+
+    settings = _settings()
+    sys.exit(_run(evaluate_all(settings, console, write=write)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Debtors in Redis.
+
+Layout (key names from :class:`service.keys.Keys`):
+
+* ``Keys.debtor(id)``                      string: ``Debtor.to_json()``
+* ``Keys.debtor_index``                    set of all debtor ids
+* ``Keys.debtor_by_address(kind, addr)``   string: the debtor id owning that address;
+  ``kind`` is ``phone`` (E.164) or ``email`` (lower-cased)
+
+Every write of one debtor (document, index, address entries) happens in one
+MULTI/EXEC transaction, guarded by WATCH on every key it read, and is retried when
+another client changed one of them in between. So readers never see a debtor whose
+address entries point elsewhere, and two writers cannot both take one address.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from bot.core.debtors import Debtor
+from service.keys import Keys
+
+AddressKind = Literal["phone", "email"]
+UpsertOutcome = Literal["created", "updated", "unchanged"]
+ADDRESS_KINDS: tuple[AddressKind, ...] = ("phone", "email")
+MAX_ATTEMPTS = 20
+
+
+class AddressInUseError(Exception):
+    """The phone number or email address already belongs to another debtor."""
+
+    def __init__(self, kind: str, address: str, owner_id: str, debtor_id: str) -> None:
+        super().__init__(
+            f"{address} already belongs to debtor {owner_id}; "
+            f"one address can only belong to one debtor (while saving {debtor_id})"
+        )
+        self.kind = kind
+        self.address = address
+        self.owner_id = owner_id
+        self.debtor_id = debtor_id
+
+
+class DebtorStore(Protocol):
+    """What the rest of the code needs from a debtor store."""
+
+    async def upsert(self, debtor: Debtor) -> UpsertOutcome: ...
+    async def get(self, debtor_id: str) -> Debtor | None: ...
+    async def find_by_address(self, kind: AddressKind, address: str) -> Debtor | None: ...
+    async def all_ids(self) -> list[str]: ...
+    async def delete(self, debtor_id: str) -> bool: ...
+
+
+def normalise_address(kind: str, address: str) -> str:
+    """The form used in index keys: E.164 phone as is (trimmed), email lower-cased."""
+    if kind == "phone":
+        return address.strip()
+    if kind == "email":
+        return address.strip().lower()
+    raise ValueError(f"address kind must be 'phone' or 'email', not {kind!r}")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+class RedisDebtorStore:
+    """Debtors in Redis (works with clients with or without ``decode_responses``)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    # --- reads -----------------------------------------------------------------------
+    async def get(self, debtor_id: str) -> Debtor | None:
+        raw = await self.redis.get(self.keys.debtor(debtor_id))
+        return None if raw is None else Debtor.from_json(_text(raw) or "")
+
+    async def address_owner(self, kind: AddressKind, address: str) -> str | None:
+        """Id of the debtor the index gives for this address (None if none, or stale)."""
+        address = normalise_address(kind, address)
+        owner = _text(await self.redis.get(self.keys.debtor_by_address(kind, address)))
+        if owner is None:
+            return None
+        debtor = await self.get(owner)
+        if debtor is None or debtor.addresses().get(kind) != address:
+            return None  # stale entry: the owner no longer has this address
+        return owner
+
+    async def find_by_address(self, kind: AddressKind, address: str) -> Debtor | None:
+        """The debtor with this phone (E.164) or email (any case), or None."""
+        address = normalise_address(kind, address)
+        owner = _text(await self.redis.get(self.keys.debtor_by_address(kind, address)))
+        if owner is None:
+            return None
+        debtor = await self.get(owner)
+        if debtor is None or debtor.addresses().get(kind) != address:
+            return None
+        return debtor
+
+    async def all_ids(self) -> list[str]:
+        members = await self.redis.smembers(self.keys.debtor_index)
+        return sorted(_text(m) or "" for m in members)
+
+    # --- writes ----------------------------------------------------------------------
+    async def upsert(self, debtor: Debtor) -> UpsertOutcome:
+        """Create or replace one debtor atomically; say whether anything changed.
+
+        Raises :class:`AddressInUseError` when the debtor's phone or email is indexed
+        for another debtor that still has it.
+        """
+        doc_key = self.keys.debtor(debtor.id)
+        new_addresses = debtor.addresses()
+        for _ in range(MAX_ATTEMPTS):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(doc_key)
+                    raw = await pipe.get(doc_key)
+                    old = None if raw is None else Debtor.from_json(_text(raw) or "")
+                    old_addresses = old.addresses() if old else {}
+
+                    # who holds the addresses this debtor needs?
+                    for kind, address in new_addresses.items():
+                        addr_key = self.keys.debtor_by_address(kind, address)
+                        await pipe.watch(addr_key)
+                        owner = _text(await pipe.get(addr_key))
+                        if owner is None or owner == debtor.id:
+                            continue
+                        owner_key = self.keys.debtor(owner)
+                        await pipe.watch(owner_key)
+                        owner_raw = await pipe.get(owner_key)
+                        if owner_raw is not None:
+                            holder = Debtor.from_json(_text(owner_raw) or "")
+                            if holder.addresses().get(kind) == address:
+                                raise AddressInUseError(kind, address, owner, debtor.id)
+                        # else: stale entry, ours to take
+
+                    # old addresses this debtor gives up: drop them if they still point here
+                    released: list[str] = []
+                    for kind, address in old_addresses.items():
+                        if new_addresses.get(kind) == address:
+                            continue
+                        addr_key = self.keys.debtor_by_address(kind, address)
+                        await pipe.watch(addr_key)
+                        if _text(await pipe.get(addr_key)) == debtor.id:
+                            released.append(addr_key)
+
+                    pipe.multi()
+                    if old != debtor:
+                        pipe.set(doc_key, debtor.to_json())
+                    # index entries are (re)written even when unchanged: repairs lost ones
+                    pipe.sadd(self.keys.debtor_index, debtor.id)
+                    for kind, address in new_addresses.items():
+                        pipe.set(self.keys.debtor_by_address(kind, address), debtor.id)
+                    if released:
+                        pipe.delete(*released)
+                    await pipe.execute()
+                except WatchError:
+                    continue
+            if old is None:
+                return "created"
+            return "unchanged" if old == debtor else "updated"
+        raise RuntimeError(f"debtor {debtor.id}: gave up after {MAX_ATTEMPTS} concurrent changes")
+
+    async def delete(self, debtor_id: str) -> bool:
+        """Remove a debtor, its index entry and its address entries. False if absent."""
+        doc_key = self.keys.debtor(debtor_id)
+        for _ in range(MAX_ATTEMPTS):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(doc_key)
+                    raw = await pipe.get(doc_key)
+                    owned: list[str] = []
+                    if raw is not None:
+                        for kind, address in Debtor.from_json(_text(raw) or "").addresses().items():
+                            addr_key = self.keys.debtor_by_address(kind, address)
+                            await pipe.watch(addr_key)
+                            if _text(await pipe.get(addr_key)) == debtor_id:
+                                owned.append(addr_key)
+                    pipe.multi()
+                    pipe.delete(doc_key, *owned)
+                    pipe.srem(self.keys.debtor_index, debtor_id)
+                    await pipe.execute()
+                except WatchError:
+                    continue
+            return raw is not None
+        raise RuntimeError(f"debtor {debtor_id}: gave up after {MAX_ATTEMPTS} concurrent changes")

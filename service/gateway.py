@@ -1,0 +1,200 @@
+"""The gateway: every HTTP edge of Nudge in one aiohttp app.
+
+Webhooks are acknowledged at once and the work is queued (service/inbound.py). Here: health,
+metrics, the simulator (page and API). Provider webhooks (#3) and the console (#7) join it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+from arq import create_pool
+from arq.connections import RedisSettings
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from channels import simulator
+from service import appkeys as K
+from service.conversations import ConversationStore
+from service.debtor_store import RedisDebtorStore
+from service.inbound import InboundStore, enqueue_processing
+from service.keys import Keys
+from service.logs import configure_logging, get_logger
+from service.settings import Settings
+
+log = get_logger("gateway")
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=256 * 1024)
+    app[K.SETTINGS] = settings
+    app[K.KEYS] = Keys(settings.key_prefix)
+
+    async def redis_ctx(app: web.Application):
+        pool = await create_pool(RedisSettings.from_dsn(settings.redis_url),
+                                 default_queue_name=settings.queue_name)
+        app[K.REDIS] = pool
+        app[K.DEBTORS] = RedisDebtorStore(pool, app[K.KEYS])
+        app[K.CONVERSATIONS] = ConversationStore(pool, app[K.KEYS])
+        app[K.INBOUND] = InboundStore(pool, app[K.KEYS])
+        yield
+        await pool.aclose()
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    if settings.simulator_enabled:
+        add_simulator_routes(app)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(request.app[K.REDIS].ping(), timeout=2)
+    except Exception as error:  # noqa: BLE001 - any failure means "not healthy"
+        return web.json_response({"status": "unhealthy", "redis": repr(error)[:200]}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# --- ingest: shared by every channel -------------------------------------------------
+async def ingest(app: web.Application, message, conversation_id: str) -> bool:
+    accepted = await app[K.INBOUND].accept(message, conversation_id)
+    if accepted:
+        await enqueue_processing(app[K.REDIS], conversation_id, message.message_id,
+                                 app[K.SETTINGS].queue_name)
+    return accepted
+
+
+# --- simulator -----------------------------------------------------------------------
+def add_simulator_routes(app: web.Application) -> None:
+    app.router.add_get("/", lambda request: web.HTTPFound("/simulator"))
+    app.router.add_get("/simulator", simulator_page)
+    app.router.add_get("/simulator/api/debtors", sim_debtors)
+    app.router.add_post("/simulator/api/debtors/{debtor_id}/remind", sim_remind)
+    app.router.add_post("/simulator/api/debtors/{debtor_id}/messages", sim_message)
+    app.router.add_get("/simulator/api/debtors/{debtor_id}/transcript", sim_transcript)
+    app.router.add_get("/simulator/api/debtors/{debtor_id}/stream", sim_stream)
+    app.router.add_static("/static", STATIC)
+
+
+async def simulator_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "simulator.html")
+
+
+async def sim_debtors(request: web.Request) -> web.Response:
+    store = request.app[K.DEBTORS]
+    rows = []
+    for debtor_id in await store.all_ids():
+        debtor = await store.get(debtor_id)
+        if debtor is None:
+            continue
+        rows.append({"id": debtor.id, "name": f"{debtor.first_name} {debtor.last_name}",
+                     "language": debtor.language, "country": debtor.country,
+                     "preferred_channel": debtor.preferred_channel,
+                     "channels": [c for c, a in (("sms", debtor.phone), ("whatsapp", debtor.phone),
+                                                 ("email", debtor.email)) if a],
+                     "date_of_birth": debtor.date_of_birth.isoformat(), "postcode": debtor.postcode,
+                     "reference": debtor.reference})
+    return web.json_response({"debtors": rows})
+
+
+async def _debtor_or_404(request: web.Request):
+    debtor = await request.app[K.DEBTORS].get(request.match_info["debtor_id"])
+    if debtor is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": "no such debtor"}),
+                               content_type="application/json")
+    return debtor
+
+
+async def _json_body(request: web.Request) -> dict:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be JSON"}),
+                                 content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
+                                 content_type="application/json")
+    return body
+
+
+async def sim_remind(request: web.Request) -> web.Response:
+    debtor = await _debtor_or_404(request)
+    body = await _json_body(request)
+    channel = body.get("channel") or debtor.preferred_channel
+    address = debtor.email if channel == "email" else debtor.phone
+    if channel not in ("sms", "whatsapp", "email") or not address:
+        return web.json_response({"error": f"{debtor.id} cannot be reached by {channel}"}, status=400)
+    message_id = f"reminder-{uuid.uuid4().hex}"
+    await request.app[K.REDIS].enqueue_job("send_reminder", debtor.id, channel, message_id,
+                                           _job_id=message_id,
+                                           _queue_name=request.app[K.SETTINGS].queue_name)
+    return web.json_response({"queued": message_id}, status=202)
+
+
+async def sim_message(request: web.Request) -> web.Response:
+    debtor = await _debtor_or_404(request)
+    body = await _json_body(request)
+    channel = body.get("channel")
+    address = debtor.email if channel == "email" else debtor.phone
+    try:
+        message = simulator.parse(body, address or "")
+    except simulator.SimulatorRequestError as error:
+        return web.json_response({"error": str(error)}, status=400)
+    if not address:
+        return web.json_response({"error": f"{debtor.id} has no {channel} address"}, status=400)
+    accepted = await ingest(request.app, message, debtor.id)
+    return web.json_response({"message_id": message.message_id, "duplicate": not accepted},
+                             status=202 if accepted else 200)
+
+
+async def sim_transcript(request: web.Request) -> web.Response:
+    debtor = await _debtor_or_404(request)
+    after = request.query.get("after", "-")
+    entries = await request.app[K.CONVERSATIONS].transcript(debtor.id, after=after)
+    state = await request.app[K.CONVERSATIONS].get(debtor.id)
+    return web.json_response({"entries": [{"id": i, **e} for i, e in entries],
+                              "owner": state.owner, "reason": state.reason})
+
+
+async def sim_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: each new transcript entry of the conversation, as it happens."""
+    debtor = await _debtor_or_404(request)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    pubsub = request.app[K.REDIS].pubsub()
+    await pubsub.subscribe(request.app[K.KEYS].events_channel(debtor.id))
+    try:
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15)
+            if message is None:
+                await response.write(b": keep-alive\n\n")
+                continue
+            await response.write(b"data: " + message["data"] + b"\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        await pubsub.aclose()
+    return response
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    web.run_app(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,
+                print=None, shutdown_timeout=5, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Every Redis key this project writes, in one place.
+
+All keys start with a prefix (``nudge:`` by default) so one Redis can hold several
+deployments or test runs side by side. The engine's own keys (tracker store, lock
+store) use the prefixes configured in ``engine/endpoints.yml``; the job queue's keys
+use arq's own ``arq:`` prefix under the queue name below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "nudge"
+
+    # --- debtors and cases -------------------------------------------------------
+    def debtor(self, debtor_id: str) -> str:
+        """JSON document of one debtor and their case."""
+        return f"{self.prefix}:debtor:{debtor_id}"
+
+    @property
+    def debtor_index(self) -> str:
+        """Set of all debtor ids."""
+        return f"{self.prefix}:debtors"
+
+    def debtor_by_address(self, channel_kind: str, address: str) -> str:
+        """Debtor id for a phone number (E.164) or an email address."""
+        return f"{self.prefix}:address:{channel_kind}:{address}"
+
+    # --- conversations -------------------------------------------------------------
+    def conversation(self, conversation_id: str) -> str:
+        """Hash: owner (bot|agent), reason, agent, channel, language, timestamps."""
+        return f"{self.prefix}:conv:{conversation_id}"
+
+    def transcript(self, conversation_id: str) -> str:
+        """Stream of inbound and outbound messages of one conversation."""
+        return f"{self.prefix}:transcript:{conversation_id}"
+
+    def pending(self, conversation_id: str) -> str:
+        """List of inbound message ids waiting to be processed, in arrival order."""
+        return f"{self.prefix}:pending:{conversation_id}"
+
+    def conversation_lock(self, conversation_id: str) -> str:
+        return f"{self.prefix}:lock:conv:{conversation_id}"
+
+    @property
+    def agent_queue(self) -> str:
+        """Sorted set of conversations waiting for an agent, scored by priority then time."""
+        return f"{self.prefix}:agent_queue"
+
+    # --- messages ------------------------------------------------------------------
+    def inbound(self, message_id: str) -> str:
+        """Hash: one inbound message and its processing state."""
+        return f"{self.prefix}:in:{message_id}"
+
+    def outbound(self, message_id: str) -> str:
+        """Marker that an outbound message id was handed to its transport (idempotency)."""
+        return f"{self.prefix}:out:{message_id}"
+
+    @property
+    def outbox(self) -> str:
+        """Stream of every message handed to the outbox transport (the simulator reads it)."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def events(self) -> str:
+        """Stream of domain events (understood replies, handoffs, offers...)."""
+        return f"{self.prefix}:events"
+
+    def events_channel(self, conversation_id: str) -> str:
+        """Pub/sub channel announcing new transcript entries of one conversation."""
+        return f"{self.prefix}:live:{conversation_id}"
+
+    # --- state the dialogue keeps --------------------------------------------------
+    def arrangement(self, debtor_id: str) -> str:
+        return f"{self.prefix}:arrangement:{debtor_id}"
+
+    def promise(self, debtor_id: str) -> str:
+        return f"{self.prefix}:promise:{debtor_id}"
+
+    def suppression(self, channel: str, address: str) -> str:
+        """Present when this address opted out of this channel."""
+        return f"{self.prefix}:suppressed:{channel}:{address}"

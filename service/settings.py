@@ -1,0 +1,159 @@
+"""One settings object, read once from the environment and validated at start-up.
+
+Every process (gateway, worker, action server, CLI, supervisor) builds its `Settings` with
+`Settings.from_env()`. A missing or malformed value stops the process with a message that
+names the variable. Secrets are kept out of `repr` so they never reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _int(env: dict[str, str], name: str, default: int, *, low: int = 0, high: int = 65535) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "nudge"
+    engine_url: str = "http://127.0.0.1:5005"
+    engine_token: str = field(default="", repr=False)
+    engine_key_prefix: str = "nudgeengine"
+    actions_port: int = 5055
+    actions_token: str = field(default="", repr=False)
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    queue_name: str = "nudge:queue"
+    company_name: str = "Nudge Collections"
+    payment_base_url: str = "https://pay.nudge.example/p"
+    default_currency: str = "EUR"
+    verification_method: str = "date_of_birth"
+    verification_max_attempts: int = 3
+    conversation_lock_seconds: float = 30.0
+    engine_timeout_seconds: float = 30.0
+    simulator_enabled: bool = True
+    log_level: str = "INFO"
+    templates_dir: Path = PROJECT_ROOT / "message_templates"
+    state_dir: Path = PROJECT_ROOT / ".run"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        # Tokens `make run` generated for this checkout, for CLI commands run beside it.
+        for name, value in read_local_secrets(Path(env.get("NUDGE_STATE_DIR", PROJECT_ROOT / ".run"))).items():
+            env.setdefault(name, value)
+        redis_url = env.get("REDIS_URL", cls.redis_url)
+        if urlparse(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError(f"REDIS_URL must be a redis:// URL, got {redis_url!r}")
+        prefix = env.get("NUDGE_KEY_PREFIX", cls.key_prefix)
+        engine_prefix = env.get("NUDGE_ENGINE_KEY_PREFIX", cls.engine_key_prefix)
+        if not engine_prefix.isalnum():
+            # Rasa silently ignores a non-alphanumeric tracker key prefix; refuse it here.
+            raise SettingsError("NUDGE_ENGINE_KEY_PREFIX must be letters and digits only")
+        method = env.get("NUDGE_VERIFICATION_METHOD", cls.verification_method)
+        if method not in ("date_of_birth", "postcode", "reference"):
+            raise SettingsError(
+                "NUDGE_VERIFICATION_METHOD must be date_of_birth, postcode or reference"
+            )
+        gateway_port = _int(env, "NUDGE_GATEWAY_PORT", cls.gateway_port, low=1)
+        return cls(
+            redis_url=redis_url,
+            key_prefix=prefix,
+            engine_url=env.get("NUDGE_ENGINE_URL", cls.engine_url).rstrip("/"),
+            engine_token=env.get("NUDGE_ENGINE_TOKEN", ""),
+            engine_key_prefix=engine_prefix,
+            actions_port=_int(env, "NUDGE_ACTIONS_PORT", cls.actions_port, low=1),
+            actions_token=env.get("NUDGE_ACTIONS_TOKEN", ""),
+            gateway_host=env.get("NUDGE_GATEWAY_HOST", cls.gateway_host),
+            gateway_port=gateway_port,
+            public_url=env.get("NUDGE_PUBLIC_URL", f"http://127.0.0.1:{gateway_port}").rstrip("/"),
+            queue_name=env.get("NUDGE_QUEUE_NAME", f"{prefix}:queue"),
+            company_name=env.get("NUDGE_COMPANY_NAME", cls.company_name),
+            payment_base_url=env.get("NUDGE_PAYMENT_BASE_URL", cls.payment_base_url),
+            default_currency=env.get("NUDGE_DEFAULT_CURRENCY", cls.default_currency),
+            verification_method=method,
+            verification_max_attempts=_int(env, "NUDGE_VERIFICATION_MAX_ATTEMPTS", 3, low=1, high=10),
+            conversation_lock_seconds=_float(env, "NUDGE_CONVERSATION_LOCK_SECONDS", 30.0),
+            engine_timeout_seconds=_float(env, "NUDGE_ENGINE_TIMEOUT_SECONDS", 30.0),
+            simulator_enabled=env.get("NUDGE_SIMULATOR", "1") not in ("0", "false", "no"),
+            log_level=env.get("NUDGE_LOG_LEVEL", "INFO").upper(),
+            templates_dir=Path(env.get("NUDGE_TEMPLATES_DIR", str(PROJECT_ROOT / "message_templates"))),
+            state_dir=Path(env.get("NUDGE_STATE_DIR", str(PROJECT_ROOT / ".run"))),
+        )
+
+    def require_tokens(self) -> None:
+        """Processes that talk to the engine or action server call this at start-up."""
+        if not self.engine_token:
+            raise SettingsError("NUDGE_ENGINE_TOKEN is not set (the engine's API token)")
+        if not self.actions_token:
+            raise SettingsError("NUDGE_ACTIONS_TOKEN is not set (the action server's token)")
+
+    @property
+    def redis_parts(self) -> tuple[str, int, int]:
+        """Host, port and db of REDIS_URL, for the engine's endpoints.yml."""
+        parsed = urlparse(self.redis_url)
+        db = int((parsed.path or "/0").lstrip("/") or 0)
+        return parsed.hostname or "127.0.0.1", parsed.port or 6379, db
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+SECRETS_FILE = "secrets.env"
+
+
+def read_local_secrets(state_dir: Path) -> dict[str, str]:
+    path = state_dir / SECRETS_FILE
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def ensure_local_secrets(state_dir: Path) -> dict[str, str]:
+    """Tokens for the engine and action server, made once per checkout, readable by its owner only."""
+    secrets_now = read_local_secrets(state_dir)
+    changed = False
+    for name in ("NUDGE_ENGINE_TOKEN", "NUDGE_ACTIONS_TOKEN"):
+        if not secrets_now.get(name):
+            secrets_now[name] = new_token()
+            changed = True
+    if changed:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path = state_dir / SECRETS_FILE
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in secrets_now.items()))
+    return secrets_now

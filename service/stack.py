@@ -1,0 +1,193 @@
+"""Starting and stopping the whole product: Redis (if none answers), engine, action server,
+gateway and worker, as child processes with their output prefixed by name.
+
+`make run` uses it through `nudge up`; the end-to-end tests use the same class with their
+own ports and Redis, so what the tests start is what a user starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TextIO
+from urllib.parse import urlparse
+
+from service.engine_model import ENGINE_VENV, ensure_model
+from service.settings import PROJECT_ROOT, Settings
+
+APP_PYTHON = sys.executable
+
+
+class StackError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    relay: threading.Thread | None = None
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    env: dict[str, str]
+    out: TextIO = sys.stdout
+    children: list[Child] = field(default_factory=list)
+    quiet: bool = False
+
+    # --- processes --------------------------------------------------------------------
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Child:
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env or self.env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
+        )
+        child = Child(name, process)
+        child.relay = threading.Thread(target=self._relay, args=(child,), daemon=True)
+        child.relay.start()
+        self.children.append(child)
+        return child
+
+    def _relay(self, child: Child) -> None:
+        assert child.process.stdout is not None
+        for line in child.process.stdout:
+            if not self.quiet:
+                self.out.write(f"{child.name:>8} | {line}")
+                self.out.flush()
+
+    def start_redis_if_needed(self) -> None:
+        url = self.settings.redis_url
+        if redis_answers(url):
+            return
+        parsed = urlparse(url)
+        if parsed.hostname not in ("127.0.0.1", "localhost", None):
+            raise StackError(f"no Redis answers at {url} and it is not local, so it cannot be started")
+        server = shutil.which("redis-server")
+        if server is None:
+            raise StackError("redis-server is not installed: run `make setup` (installs Debian's redis-server)")
+        data_dir = self.settings.state_dir / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn("redis", [server, "--port", str(parsed.port or 6379), "--bind", "127.0.0.1",
+                              "--dir", str(data_dir), "--appendonly", "yes", "--save", "",
+                              "--protected-mode", "yes"])
+        self._wait("redis", lambda: redis_answers(url), 20)
+
+    def start_services(self, *, model: Path | None = None, workers: int = 1) -> None:
+        model = model or ensure_model(log=self._say)
+        host, port, db = self.settings.redis_parts
+        engine_env = dict(
+            self.env, NUDGE_REDIS_HOST=host, NUDGE_REDIS_PORT=str(port), NUDGE_REDIS_DB=str(db),
+            NUDGE_ENGINE_KEY_PREFIX=self.settings.engine_key_prefix,
+            NUDGE_ACTIONS_PORT=str(self.settings.actions_port),
+            NUDGE_ACTIONS_TOKEN=self.settings.actions_token,
+            PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3", RASA_TELEMETRY_ENABLED="false",
+        )
+        engine_port = str(urlparse(self.settings.engine_url).port or 5005)
+        self._spawn("actions", [APP_PYTHON, "-m", "service.action_server"])
+        self._spawn("engine", [
+            str(ENGINE_VENV / "bin" / "rasa"), "run", "--enable-api", "--auth-token",
+            self.settings.engine_token, "--interface", "127.0.0.1", "--port", engine_port,
+            "--model", str(model), "--endpoints", "engine/endpoints.yml",
+            "--credentials", "engine/credentials.yml",
+        ], env=engine_env)
+        self._spawn("gateway", [APP_PYTHON, "-m", "service.gateway"])
+        for index in range(workers):
+            self._spawn(f"worker{index + 1}" if workers > 1 else "worker",
+                        [APP_PYTHON, "-m", "service.worker"])
+        self._wait("actions", lambda: _http_ok(f"http://127.0.0.1:{self.settings.actions_port}/health"), 60)
+        self._wait("gateway", lambda: _http_ok(
+            f"http://{self.settings.gateway_host}:{self.settings.gateway_port}/healthz"), 60)
+        self._wait("engine", lambda: _http_ok(
+            f"{self.settings.engine_url}/status?token={self.settings.engine_token}"), 240)
+
+    def start_engine_only(self, model: Path | None = None) -> None:
+        """Just the engine with its NLU and an in-memory tracker: enough for /model/parse."""
+        model = model or ensure_model(log=self._say)
+        port = str(urlparse(self.settings.engine_url).port or 5005)
+        self._spawn("engine", [
+            str(ENGINE_VENV / "bin" / "rasa"), "run", "--enable-api", "--auth-token",
+            self.settings.engine_token, "--interface", "127.0.0.1", "--port", port,
+            "--model", str(model), "--credentials", "engine/credentials.yml",
+        ], env=dict(self.env, PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3",
+                    RASA_TELEMETRY_ENABLED="false"))
+        self._wait("engine", lambda: _http_ok(
+            f"{self.settings.engine_url}/status?token={self.settings.engine_token}"), 240)
+
+    def start_worker(self, name: str = "worker") -> Child:
+        return self._spawn(name, [APP_PYTHON, "-m", "service.worker"])
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name and c.process.poll() is None)
+
+    def _wait(self, name: str, check: Callable[[], bool], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if check():
+                return
+            dead = [c for c in self.children if c.process.poll() is not None]
+            if dead:
+                raise StackError(f"{dead[0].name} exited with code {dead[0].process.returncode}")
+            time.sleep(0.25)
+        raise StackError(f"{name} did not become ready within {seconds:.0f} s")
+
+    def _say(self, text: str) -> None:
+        self.out.write(f"{'nudge':>8} | {text}\n")
+        self.out.flush()
+
+    def first_exited(self) -> Child | None:
+        return next((c for c in self.children if c.process.poll() is not None), None)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM everyone (newest first, Redis last), then SIGKILL whoever is still there."""
+        for child in reversed(self.children):
+            stop_process(child.process, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in reversed(self.children):
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                stop_process(child.process, signal.SIGKILL)
+                child.process.wait(5)
+        self.children.clear()
+
+
+def stop_process(process: subprocess.Popen, sig: int) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -1,0 +1,346 @@
+"""Render message templates: message key x tone x channel x language.
+
+Templates live under ``message_templates/<lang>/`` and are plain text Jinja2, rendered in a
+sandbox (managers edit them) with ``StrictUndefined`` so a missing variable is an error, never
+an empty gap in a message sent to a debtor.
+
+Lookup order for ``render(key, channel=..., language=..., tone=...)``::
+
+    <lang>/<key>.<tone>.<channel>.j2
+    <lang>/<key>.<tone>.j2
+    <lang>/<key>.<channel>.j2
+    <lang>/<key>.j2
+
+Files whose name starts with ``_`` are partials (opt-out line, sign-off...) and are not keys.
+
+An email template sets its subject at top level with ``{% set subject %}...{% endset %}``; when
+the template chosen for an email sets none, ``<lang>/_subject.j2`` gives the default subject.
+
+Filters (locale from the language: en -> en_GB, nl -> nl_NL, de -> de_DE):
+
+``money(value, currency)``
+    ``value`` is a ``Decimal`` or a decimal string ("1234.56"). Floats and ints are refused:
+    no float maths on money, and an int is ambiguous (minor units or not).
+    Babel's no-break spaces are replaced by plain spaces: U+00A0 is not in the GSM-7 alphabet,
+    and one such character would turn a whole SMS into UCS-2 (70 characters per segment).
+``longdate(d)``  "Friday 20 November 2026" / "vrijdag 20 november 2026" / "Freitag, 20. November 2026"
+``date(d)``      "20 November 2026" / "20 november 2026" / "20. November 2026"
+``shortdate(d)`` "20/11/2026" / "20-11-2026" / "20.11.2026"
+    ``d`` is a ``date``, a ``datetime`` or an ISO string.
+
+``sms_segments(text)`` counts the SMS segments a body costs (GSM-7 or UCS-2); ``is_gsm7(text)``
+tells whether a body stays in the GSM-7 alphabet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from babel.dates import format_date
+from babel.numbers import format_currency
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+__all__ = [
+    "CHANNELS",
+    "LANGUAGES",
+    "TONES",
+    "RenderedMessage",
+    "TemplateError",
+    "TemplateRenderer",
+    "is_gsm7",
+    "sms_segments",
+]
+
+CHANNELS = ("sms", "whatsapp", "email")
+TONES = ("soft", "loss_aversion", "social_proof")
+#: language -> babel locale
+LANGUAGES: dict[str, str] = {"en": "en_GB", "nl": "nl_NL", "de": "de_DE"}
+
+# Date patterns per language (CLDR syntax). en_GB's "full" format has a comma after the
+# weekday ("Friday, 20 November 2026"); British house style writes it without, so the
+# patterns are spelled out rather than taken from the locale's presets.
+_DATE_PATTERNS: dict[str, dict[str, str]] = {
+    "en": {"long": "EEEE d MMMM y", "date": "d MMMM y", "short": "dd/MM/y"},
+    "nl": {"long": "EEEE d MMMM y", "date": "d MMMM y", "short": "dd-MM-y"},
+    "de": {"long": "EEEE, d. MMMM y", "date": "d. MMMM y", "short": "dd.MM.y"},
+}
+
+_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_DECIMAL_RE = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_UNDEFINED_RE = re.compile(r"^'(?P<name>[^']+)' is undefined$")
+_NO_ATTR_RE = re.compile(r"has no (?:attribute|element) '?(?P<name>[^']+?)'?$")
+
+
+class TemplateError(Exception):
+    """A message could not be rendered (unknown key or language, undefined variable,
+    syntax error, sandbox violation, bad filter input)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        language: str | None = None,
+        variable: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.language = language
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    key: str
+    channel: str
+    language: str
+    body: str
+    subject: str | None  # only for email
+
+
+class _FilterError(ValueError):
+    """Bad input to one of our filters; wrapped into TemplateError by render()."""
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def _fail_if_undefined(value: Any) -> None:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # raises UndefinedError naming the variable
+
+
+def _to_decimal(value: Any) -> Decimal:
+    _fail_if_undefined(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _FilterError(f"money: not a finite amount: {value!r}")
+        return value
+    if isinstance(value, str) and _DECIMAL_RE.match(value.strip()):
+        try:
+            return Decimal(value.strip())
+        except InvalidOperation:  # pragma: no cover - the regex already rules this out
+            pass
+    raise _FilterError(
+        f"money: expected a Decimal or a decimal string like '1234.56', got {value!r}"
+    )
+
+
+def _to_date(value: Any) -> dt.date:
+    _fail_if_undefined(value)
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            try:
+                return dt.datetime.fromisoformat(text).date()
+            except ValueError:
+                pass
+    raise _FilterError(f"expected a date or an ISO date string, got {value!r}")
+
+
+def _plain_spaces(text: str) -> str:
+    # no-break and narrow no-break spaces are not GSM-7
+    return text.replace("\u00a0", " ").replace("\u202f", " ")
+
+
+def _make_filters(language: str) -> dict[str, Any]:
+    locale = LANGUAGES[language]
+    patterns = _DATE_PATTERNS[language]
+
+    def money(value: Any, currency: Any) -> str:
+        amount = _to_decimal(value)
+        _fail_if_undefined(currency)
+        if not isinstance(currency, str) or not _CURRENCY_RE.match(currency):
+            raise _FilterError(f"money: expected an ISO 4217 currency code, got {currency!r}")
+        return _plain_spaces(format_currency(amount, currency, locale=locale))
+
+    def longdate(value: Any) -> str:
+        return _plain_spaces(format_date(_to_date(value), patterns["long"], locale=locale))
+
+    def date(value: Any) -> str:
+        return _plain_spaces(format_date(_to_date(value), patterns["date"], locale=locale))
+
+    def shortdate(value: Any) -> str:
+        return format_date(_to_date(value), patterns["short"], locale=locale)
+
+    return {"money": money, "longdate": longdate, "date": date, "shortdate": shortdate}
+
+
+# --------------------------------------------------------------------------- whitespace
+
+_MULTI_SPACE_RE = re.compile(r"(?<=\S) {2,}")
+_BLANK_LINES_RE = re.compile(r"\n{3,}")
+
+
+def _tidy(text: str) -> str:
+    """Strip trailing spaces, squeeze runs of inner spaces, keep at most one blank line."""
+    lines = [_MULTI_SPACE_RE.sub(" ", line.rstrip()) for line in text.splitlines()]
+    return _BLANK_LINES_RE.sub("\n\n", "\n".join(lines)).strip()
+
+
+# --------------------------------------------------------------------------- SMS segments
+
+_GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENSION = set("^{}\\[~]|€\f")
+
+
+def is_gsm7(text: str) -> bool:
+    """True when ``text`` fits the GSM-7 alphabet (basic table plus extension table)."""
+    return all(c in _GSM7_BASIC or c in _GSM7_EXTENSION for c in text)
+
+
+def sms_segments(text: str) -> int:
+    """How many SMS segments ``text`` costs: GSM-7 160/153 septets (extension-table
+    characters count two), otherwise UCS-2 70/67 UTF-16 units."""
+    if is_gsm7(text):
+        units = sum(2 if c in _GSM7_EXTENSION else 1 for c in text)
+        single, multi = 160, 153
+    else:
+        units = len(text.encode("utf-16-le")) // 2
+        single, multi = 70, 67
+    if units <= single:
+        return 1
+    return -(-units // multi)
+
+
+# --------------------------------------------------------------------------- renderer
+
+
+class TemplateRenderer:
+    """Renders ``message_templates/<lang>/<key>[.<tone>][.<channel>].j2``."""
+
+    def __init__(self, root: Path, *, company_name: str = "Nudge Collections") -> None:
+        self.root = Path(root)
+        self.company_name = company_name
+        self._envs: dict[str, jinja2.Environment] = {}
+
+    # one environment per language: the filters close over the locale
+    def _env(self, language: str) -> jinja2.Environment:
+        env = self._envs.get(language)
+        if env is None:
+            env = ImmutableSandboxedEnvironment(
+                loader=jinja2.FileSystemLoader(str(self.root)),
+                undefined=jinja2.StrictUndefined,
+                autoescape=False,
+                trim_blocks=True,
+                lstrip_blocks=True,
+                # an included partial ends with its newline, so "{% include %}" behaves as a line
+                keep_trailing_newline=True,
+            )
+            env.filters.update(_make_filters(language))
+            self._envs[language] = env
+        return env
+
+    def keys(self) -> set[str]:
+        """Every message key that has a template in at least one language."""
+        found: set[str] = set()
+        for language in LANGUAGES:
+            folder = self.root / language
+            if not folder.is_dir():
+                continue
+            for path in folder.glob("*.j2"):
+                if not path.name.startswith("_"):
+                    found.add(path.name.split(".", 1)[0])
+        return found
+
+    @staticmethod
+    def candidates(key: str, *, channel: str, language: str, tone: str = "soft") -> list[str]:
+        """Template names tried for this key, most specific first."""
+        return [
+            f"{language}/{key}.{tone}.{channel}.j2",
+            f"{language}/{key}.{tone}.j2",
+            f"{language}/{key}.{channel}.j2",
+            f"{language}/{key}.j2",
+        ]
+
+    def render(
+        self,
+        key: str,
+        *,
+        channel: str,
+        language: str,
+        tone: str = "soft",
+        variables: Mapping[str, Any],
+    ) -> RenderedMessage:
+        def fail(message: str, variable: str | None = None) -> TemplateError:
+            return TemplateError(
+                f"{key} [{language}/{channel}]: {message}",
+                key=key,
+                language=language,
+                variable=variable,
+            )
+
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            raise fail(f"invalid template key {key!r}")
+        if language not in LANGUAGES:
+            raise fail(f"unknown language {language!r}; expected one of {sorted(LANGUAGES)}")
+        if channel not in CHANNELS:
+            raise fail(f"unknown channel {channel!r}; expected one of {list(CHANNELS)}")
+        if tone not in TONES:
+            raise fail(f"unknown tone {tone!r}; expected one of {list(TONES)}")
+
+        env = self._env(language)
+        names = self.candidates(key, channel=channel, language=language, tone=tone)
+        context: dict[str, Any] = {"company": self.company_name, **variables}
+        context["channel"] = channel
+        context["language"] = language
+
+        try:
+            template = env.select_template(names)
+        except jinja2.TemplatesNotFound:
+            raise fail(f"unknown template key (tried {', '.join(names)})") from None
+        except jinja2.TemplateSyntaxError as e:
+            raise fail(f"syntax error in {e.filename or e.name} line {e.lineno}: {e.message}") from e
+
+        try:
+            module = template.make_module(context)
+            body = _tidy(str(module))
+            subject: str | None = None
+            if channel == "email":
+                subject = getattr(module, "subject", None)
+                if subject is None or not str(subject).strip():
+                    default = env.get_template(f"{language}/_subject.j2")
+                    subject = default.render(context)
+                subject = " ".join(str(subject).split())
+        except jinja2.UndefinedError as e:
+            name = _undefined_name(e.message or "")
+            raise fail(f"undefined variable {name!r} ({e.message})", variable=name) from e
+        except jinja2.SecurityError as e:
+            raise fail(f"refused by the template sandbox: {e.message}") from e
+        except jinja2.TemplateSyntaxError as e:
+            raise fail(f"syntax error in {e.filename or e.name} line {e.lineno}: {e.message}") from e
+        except jinja2.TemplateNotFound as e:
+            raise fail(f"missing partial template {e.name!r}") from e
+        except _FilterError as e:
+            raise fail(str(e)) from e
+        except jinja2.TemplateError as e:
+            raise fail(f"{type(e).__name__}: {e}") from e
+
+        return RenderedMessage(
+            key=key, channel=channel, language=language, body=body, subject=subject
+        )
+
+
+def _undefined_name(message: str) -> str | None:
+    for pattern in (_UNDEFINED_RE, _NO_ATTR_RE):
+        m = pattern.search(message)
+        if m:
+            return m.group("name")
+    return None

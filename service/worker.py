@@ -1,0 +1,105 @@
+"""The worker: arq consumers for inbound processing and reminders, plus a sweep that finds
+work a crashed process left behind.
+
+Run with `python -m service.worker`. SIGINT/SIGTERM cancel running jobs, which arq puts back
+on the queue; every job is idempotent (service/processing.py), so a retry sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from arq import Retry, cron
+from arq.connections import RedisSettings
+from arq.worker import run_worker
+from prometheus_client import start_http_server
+
+from service.engine import EngineClient, EngineError
+from service.logs import configure_logging, get_logger
+from service.processing import Processor
+from service.settings import Settings
+from service.templates import TemplateRenderer
+
+log = get_logger("worker")
+SETTINGS = Settings.from_env()
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = SETTINGS
+    engine = EngineClient(settings.engine_url, settings.engine_token,
+                          timeout=settings.engine_timeout_seconds)
+    ctx["processor"] = Processor(settings, ctx["redis"], engine,
+                                 TemplateRenderer(settings.templates_dir,
+                                                  company_name=settings.company_name))
+    ctx["engine"] = engine
+    await sweep(ctx)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["engine"].close()
+
+
+def _backoff(ctx: dict[str, Any]) -> float:
+    return min(30.0, 0.5 * 2 ** (ctx.get("job_try", 1) - 1))
+
+
+async def process_conversation(ctx: dict[str, Any], conversation_id: str) -> int:
+    try:
+        return await ctx["processor"].process_pending(conversation_id)
+    except EngineError as error:
+        log.warning("engine_unavailable", conversation=conversation_id, error=str(error)[:200],
+                    attempt=ctx.get("job_try"))
+        raise Retry(defer=_backoff(ctx)) from error
+
+
+async def send_reminder(ctx: dict[str, Any], debtor_id: str, channel: str, message_id: str) -> bool:
+    try:
+        return await ctx["processor"].send_reminder(debtor_id, channel, message_id)
+    except EngineError as error:
+        raise Retry(defer=_backoff(ctx)) from error
+
+
+async def sweep(ctx: dict[str, Any]) -> int:
+    """Enqueue conversations with pending messages that no job holds (after a crash)."""
+    processor: Processor = ctx["processor"]
+    keys, redis = processor.keys, processor.redis
+    found = 0
+    async for key in redis.scan_iter(match=keys.pending("*")):
+        conversation_id = key.decode().split(":", 2)[-1]
+        if await redis.llen(key) and not await redis.exists(keys.conversation_lock(conversation_id)):
+            await redis.enqueue_job("process_conversation", conversation_id,
+                                    _job_id=f"sweep:{conversation_id}:{int(time.time() // 10)}",
+                                    _queue_name=SETTINGS.queue_name)
+            found += 1
+    if found:
+        log.info("sweep_requeued", conversations=found)
+    return found
+
+
+class WorkerSettings:
+    functions = [process_conversation, send_reminder]
+    cron_jobs = [cron(sweep, second={0, 15, 30, 45}, run_at_startup=False, unique=True)]
+    on_startup = startup
+    on_shutdown = shutdown
+    queue_name = SETTINGS.queue_name
+    redis_settings = RedisSettings.from_dsn(SETTINGS.redis_url)
+    job_timeout = 120
+    max_tries = 8
+    keep_result = 3600
+    # arq logs job arguments at INFO; ours are ids only, never bodies.
+
+
+def main() -> None:
+    SETTINGS.require_tokens()
+    configure_logging(SETTINGS.log_level)
+    metrics_port = int(__import__("os").environ.get("NUDGE_WORKER_METRICS_PORT", "0"))
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    run_worker(WorkerSettings)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

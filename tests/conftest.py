@@ -1,0 +1,108 @@
+"""Shared fixtures: a real Redis server per test session, and the real product stack
+(engine with the trained model, action server, gateway, worker) for end-to-end tests.
+
+Nothing here is a mock: the stack is the same `service.stack.Stack` that `make run` starts,
+on free ports, with its own Redis and key prefixes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from service.settings import Settings, new_token
+from service.stack import Stack, free_port, redis_answers
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> str:
+    """A fresh redis-server on a free loopback port; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run `make setup`")
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+         "--save", "", "--appendonly", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while not redis_answers(url):
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail("redis-server did not start")
+        time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis (db 0), emptied for this test. The product stack uses db 1."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    client.close()
+    return redis_server
+
+
+def stack_env(redis_url: str, **extra: str) -> dict[str, str]:
+    gateway_port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "NUDGE_ENGINE_URL": f"http://127.0.0.1:{free_port()}",
+        "NUDGE_ENGINE_TOKEN": new_token(),
+        "NUDGE_ACTIONS_PORT": str(free_port()),
+        "NUDGE_ACTIONS_TOKEN": new_token(),
+        "NUDGE_GATEWAY_PORT": str(gateway_port),
+        "NUDGE_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
+        "NUDGE_STATE_DIR": str(ROOT / ".run" / "test"),
+        "NUDGE_CONVERSATION_LOCK_SECONDS": "5",
+        "NUDGE_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    return env
+
+
+class RunningStack:
+    def __init__(self, stack: Stack, env: dict[str, str]):
+        self.stack = stack
+        self.env = env
+        self.settings = stack.settings
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.public_url
+
+
+@pytest.fixture(scope="session")
+def product(redis_server) -> RunningStack:
+    """The whole product, started once per session (the engine takes a while to load)."""
+    env = stack_env(redis_server.rsplit("/", 1)[0] + "/1")
+    settings = Settings.from_env(env)
+    log = open(ROOT / ".run" / "test-stack.log", "w") if (ROOT / ".run").exists() else None
+    stack = Stack(settings, env, out=log or open(os.devnull, "w"))
+    try:
+        stack.start_services()
+    except Exception:
+        stack.stop()
+        raise
+    yield RunningStack(stack, env)
+    stack.stop()
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    return SHARED
