@@ -147,10 +147,10 @@ def import_(
     settings = _settings()
     report = _run(_import(settings, file, skip_bad_rows=skip_bad_rows))
     for error in report.errors:
-        err.print(f"[red]row {error.row}[/red] {error.field}: {error.message}")
+        err.print(f"[red]{error}[/red]", highlight=False)
     console.print(f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
                   f"skipped {report.skipped}")
-    if report.errors and not skip_bad_rows:
+    if report.rejected:
         err.print("nothing was imported (use --skip-bad-rows to import the good rows)")
         raise typer.Exit(1)
 

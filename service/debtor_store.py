@@ -15,6 +15,7 @@ address entries point elsewhere, and two writers cannot both take one address.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Literal, Protocol
 
 import redis.asyncio as aioredis
@@ -46,7 +47,9 @@ class AddressInUseError(Exception):
 class DebtorStore(Protocol):
     """What the rest of the code needs from a debtor store."""
 
-    async def upsert(self, debtor: Debtor) -> UpsertOutcome: ...
+    async def upsert(
+        self, debtor: Debtor, *, take_over_from: Collection[str] = ()
+    ) -> UpsertOutcome: ...
     async def get(self, debtor_id: str) -> Debtor | None: ...
     async def find_by_address(self, kind: AddressKind, address: str) -> Debtor | None: ...
     async def all_ids(self) -> list[str]: ...
@@ -109,11 +112,13 @@ class RedisDebtorStore:
         return sorted(_text(m) or "" for m in members)
 
     # --- writes ----------------------------------------------------------------------
-    async def upsert(self, debtor: Debtor) -> UpsertOutcome:
+    async def upsert(self, debtor: Debtor, *, take_over_from: Collection[str] = ()) -> UpsertOutcome:
         """Create or replace one debtor atomically; say whether anything changed.
 
         Raises :class:`AddressInUseError` when the debtor's phone or email is indexed
-        for another debtor that still has it.
+        for another debtor that still has it, unless that debtor's id is in
+        ``take_over_from`` (a batch that is about to move that debtor off the address,
+        e.g. two debtors swapping numbers in one import).
         """
         doc_key = self.keys.debtor(debtor.id)
         new_addresses = debtor.addresses()
@@ -130,7 +135,7 @@ class RedisDebtorStore:
                         addr_key = self.keys.debtor_by_address(kind, address)
                         await pipe.watch(addr_key)
                         owner = _text(await pipe.get(addr_key))
-                        if owner is None or owner == debtor.id:
+                        if owner is None or owner == debtor.id or owner in take_over_from:
                             continue
                         owner_key = self.keys.debtor(owner)
                         await pipe.watch(owner_key)

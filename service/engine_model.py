@@ -19,7 +19,10 @@ from service.settings import PROJECT_ROOT
 
 ENGINE_VENV = PROJECT_ROOT / ".venv-engine"
 RASA = ENGINE_VENV / "bin" / "rasa"
-MODELS_DIR = PROJECT_ROOT / "models"
+# Outside the checkout so every clone on this machine (CI's fresh clones too) reuses a model
+# trained from the same inputs; the file name carries the inputs' hash.
+MODELS_DIR = Path(os.environ.get("NUDGE_MODELS_DIR",
+                                 Path.home() / ".cache" / "nudge" / "models")).expanduser()
 RASA_VERSION = "3.6.21"
 
 
@@ -45,7 +48,7 @@ def model_path(root: Path = PROJECT_ROOT) -> Path:
 def ensure_model(*, force: bool = False, log=print) -> Path:
     """The cached model for the current inputs; trains it (under a file lock) if missing."""
     target = model_path()
-    MODELS_DIR.mkdir(exist_ok=True)
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
     with open(MODELS_DIR / ".train.lock", "w") as lock:
         # Two test sessions or `make run` and `make test` at once must not train twice.
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -63,10 +66,13 @@ def ensure_model(*, force: bool = False, log=print) -> Path:
             "--out", str(MODELS_DIR),
             "--fixed-model-name", target.name.removesuffix(".tar.gz"),
         ]
-        result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+        train_log = MODELS_DIR / f"{target.name}.train.log"
+        with open(train_log, "w") as log_file:
+            result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, stdout=log_file,
+                                    stderr=subprocess.STDOUT, text=True)
         if result.returncode != 0 or not target.exists():
-            sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
-            raise RuntimeError(f"rasa train failed with exit code {result.returncode}")
+            sys.stderr.write(train_log.read_text()[-6000:])
+            raise RuntimeError(f"rasa train failed with exit code {result.returncode} (see {train_log})")
         log(f"trained {target.name} in {time.monotonic() - started:.0f} s")
         return target
 

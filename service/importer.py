@@ -321,8 +321,10 @@ def validate_records(
     errors: list[FieldError] = []
 
     if meta.kind == "csv":
-        columns = meta.columns if meta.columns is not None else (tuple(records[0]) if records else ())
-        header = check_columns(columns, row=meta.header_row)
+        columns = meta.columns
+        if columns is None and records:  # a plain list: judge by the keys it uses
+            columns = tuple(dict.fromkeys(k for r in records for k in r if k != "__bad_shape__"))
+        header = check_columns(columns, row=meta.header_row) if columns is not None else []
         if header:
             return [], header
 
@@ -436,30 +438,24 @@ async def import_file(
         return ImportReport(skipped=len(records), errors=errors, rejected=True)
 
     report = ImportReport(skipped=len(bad_rows), errors=errors)
-    pending = [d for d in debtors if row_of.get(d.id) not in bad_rows]
-    # An address moving from one debtor to another in this file is only free once the
-    # first debtor is written: retry deferred debtors while any progress is made.
-    while pending:
-        deferred: list[tuple[Debtor, AddressInUseError]] = []
-        for debtor in pending:
-            try:
-                outcome = await store.upsert(debtor)
-            except AddressInUseError as exc:
-                deferred.append((debtor, exc))
-                continue
-            if outcome == "created":
-                report.created += 1
-            elif outcome == "updated":
-                report.updated += 1
-            else:
-                report.unchanged += 1
-        if len(deferred) == len(pending):
-            for debtor, exc in deferred:
-                row = row_of.get(debtor.id, 0)
-                report.errors.append(FieldError(row, exc.kind, f"{exc.kind}: {exc}"))
-                report.skipped += 1
-            break
-        pending = [debtor for debtor, _ in deferred]
+    batch = [d for d in debtors if row_of.get(d.id) not in bad_rows]
+    # Validation guarantees no two debtors of this file share an address, so an
+    # address held by another debtor of this batch is being given up by it: it may
+    # be taken over (this is what lets two debtors swap numbers in one file).
+    batch_ids = frozenset(d.id for d in batch)
+    for debtor in batch:
+        try:
+            outcome = await store.upsert(debtor, take_over_from=batch_ids - {debtor.id})
+        except AddressInUseError as exc:  # another writer took it since the check
+            report.errors.append(FieldError(row_of.get(debtor.id, 0), exc.kind, f"{exc.kind}: {exc}"))
+            report.skipped += 1
+            continue
+        if outcome == "created":
+            report.created += 1
+        elif outcome == "updated":
+            report.updated += 1
+        else:
+            report.unchanged += 1
     report.errors.sort(key=lambda e: e.row)
     return report
 

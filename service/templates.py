@@ -45,6 +45,7 @@ from typing import Any
 import jinja2
 from babel.dates import format_date
 from babel.numbers import format_currency
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = [
@@ -322,7 +323,7 @@ class TemplateRenderer:
         except jinja2.UndefinedError as e:
             name = _undefined_name(e.message or "")
             raise fail(f"undefined variable {name!r} ({e.message})", variable=name) from e
-        except jinja2.SecurityError as e:
+        except SecurityError as e:
             raise fail(f"refused by the template sandbox: {e.message}") from e
         except jinja2.TemplateSyntaxError as e:
             raise fail(f"syntax error in {e.filename or e.name} line {e.lineno}: {e.message}") from e

@@ -106,3 +106,9 @@ def product(redis_server) -> RunningStack:
 @pytest.fixture
 def shared_dir() -> Path:
     return SHARED
+
+
+@pytest.fixture
+def redis_server_url(redis_url: str) -> str:
+    """Alias used by the store and importer tests."""
+    return redis_url

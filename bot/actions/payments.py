@@ -7,6 +7,7 @@ ladder and durable arrangements; the shapes (offer on the table, yes/no) stay.
 
 from __future__ import annotations
 
+import abc
 import json
 from datetime import date, timedelta
 from decimal import Decimal
@@ -26,11 +27,11 @@ from bot.core.plans import Plan, propose_plan
 def request_entities(tracker: Tracker) -> dict[str, Any]:
     """Entities of the request being answered: this message's, or the one asked before
     verification interrupted it."""
-    message = tracker.latest_message or {}
-    entities = message.get("entities") or []
-    pending = tracker.get_slot("pending_request") or {}
-    if not entities and pending:
+    pending = tracker.get_slot("pending_request")
+    if pending:
         entities = pending.get("entities") or []
+    else:
+        entities = (tracker.latest_message or {}).get("entities") or []
     return {e["entity"]: e["value"] for e in entities}
 
 
@@ -55,12 +56,15 @@ def _plan_payload(plan: Plan, exponent: int) -> dict[str, Any]:
     }
 
 
-class _NeedsVerification(Action):
-    """Base: verify first, then `answer`."""
+class _NeedsVerification(Action, abc.ABC):
+    """Base: verify first, then `answer`. Abstract, so rasa_sdk does not register it."""
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         if not is_verified(tracker):
             return start_verification(tracker)
+        return await self.answer_verified(dispatcher, tracker)
+
+    async def answer_verified(self, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
         debtor = await debtor_of(tracker)
         if debtor is None:
             say(dispatcher, "handoff", reason="request_human")
@@ -68,8 +72,9 @@ class _NeedsVerification(Action):
         events = await self.answer(dispatcher, tracker, debtor)
         return [SlotSet("pending_request", None)] + events
 
-    async def answer(self, dispatcher, tracker, debtor) -> list[EventType]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def answer(self, dispatcher, tracker, debtor) -> list[EventType]:
+        """Say what the verified debtor asked for; return the events."""
 
 
 def _exponent(debtor) -> int:
@@ -240,15 +245,24 @@ class ActionWhoWeAre(Action):
         return []
 
 
-class ActionPaymentMethods(Action):
+class ActionPaymentMethods(_NeedsVerification):
     def name(self) -> str:
         return "action_payment_methods"
 
-    async def run(self, dispatcher, tracker, domain):
-        if not is_verified(tracker):
-            return start_verification(tracker)
-        debtor = await debtor_of(tracker)
+    async def answer(self, dispatcher, tracker, debtor):
         link = f"{context().settings.payment_base_url}/{debtor.reference}"
         say(dispatcher, "payment_methods", payment_link=link, iban="NL00NUDG0123456789",
             reference=debtor.reference)
         return []
+
+
+# What each request that needs verification runs once the person is verified.
+ANSWER_AFTER_VERIFICATION: dict[str, type[_NeedsVerification]] = {
+    "ask_balance": ActionBalance,
+    "request_payment_plan": ActionOfferPlan,
+    "propose_amount": ActionCounterOffer,
+    "pay_in_full": ActionPayInFull,
+    "promise_to_pay": ActionPromiseToPay,
+    "request_more_time": ActionMoreTime,
+    "ask_payment_methods": ActionPaymentMethods,
+}

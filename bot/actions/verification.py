@@ -27,19 +27,6 @@ NOT_AN_ANSWER = {
     "attorney", "request_human", "request_callback", "complain", "opt_out",
 }
 
-# What each request that needs verification runs once the person is verified.
-ACTION_FOR_REQUEST = {
-    "ask_balance": "action_balance",
-    "request_payment_plan": "action_offer_plan",
-    "propose_amount": "action_counter_offer",
-    "pay_in_full": "action_pay_in_full",
-    "promise_to_pay": "action_promise_to_pay",
-    "request_more_time": "action_more_time",
-    "ask_who": "action_who_we_are",
-    "ask_payment_methods": "action_payment_methods",
-}
-
-
 def start_verification(tracker: Tracker) -> list[EventType]:
     """Remember what was asked (with its entities) and start the verification form."""
     message = tracker.latest_message or {}
@@ -122,9 +109,13 @@ class ActionAfterVerification(Action):
         outcome = tracker.get_slot("verification_answer")
         reset = [SlotSet("verification_answer", None)]
         if outcome == "verified":
+            # Answer what was asked before verification, here and now: a FollowupAction
+            # would leave the dialogue policy to guess what comes after it.
+            from bot.actions.payments import ANSWER_AFTER_VERIFICATION, ActionBalance
+
             pending = tracker.get_slot("pending_request") or {}
-            follow = ACTION_FOR_REQUEST.get(pending.get("intent") or "", "action_balance")
-            return reset + [FollowupAction(follow)]
+            action = ANSWER_AFTER_VERIFICATION.get(pending.get("intent") or "", ActionBalance)()
+            return reset + await action.answer_verified(dispatcher, tracker)
         say(dispatcher, "verification_locked")
         return reset + [SlotSet("verification_attempts", 0), ActiveLoop(None)] + await handoff_events(
             tracker, "verification")

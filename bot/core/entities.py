@@ -11,7 +11,17 @@ does; each says why where it is defined.
 
 The four parsers protect each other: an amount is never read from a date ("15-12"), an installment
 count ("3 payments") or a frequency ("every 2 weeks"), and a date is never read from an amount
-("50 euro", "£25") or a frequency ("a month").
+("50 euro", "£25") or a frequency ("a month"). Languages are "en", "nl" and "de"; any other
+raises ValueError.
+
+Known limits:
+* Dates are read day first in all three languages (UK/IE English: "05/12" is 5 December).
+* Dates prefer the future, as the contract asks, so "I paid on the 3rd" is the next 3rd; an
+  action handling already_paid should read such a date with the intent in mind.
+* A number without a currency is money only next to a paying word ("I can pay 50",
+  "ik kan 50 betalen") or in a reply that is little more than the number ("50?").
+* Where a message names two amounts or dates, the first is returned; the engine's spans,
+  when present, decide which one is meant.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Generic, TypeVar
+from typing import Generic, TypedDict, TypeVar
 
 from babel.dates import get_day_names, get_month_names
 from dateparser.search import search_dates
@@ -52,6 +62,15 @@ class Amount:
     def to_json(self) -> dict:
         # The value travels as a string: JSON numbers are floats to most consumers.
         return {"value": format(self.value, "f"), "currency": self.currency}
+
+
+class Entities(TypedDict, total=False):
+    """What normalise_entities returns; only the entities that were found are present."""
+
+    amount: Amount
+    date: date
+    installments: int
+    frequency: str  # one of FREQUENCIES
 
 
 @dataclass(frozen=True)
@@ -85,8 +104,16 @@ def _prepare(text: str, lang: str) -> str:
     for pattern, replacement in _NUMBER_WORD_SPELLING[lang]:
         text = re.sub(pattern, replacement, text, flags=re.IGNORECASE)
     # alpha2digit leaves "one"/"two" alone (threshold 3) so that "one question" stays words;
-    # the few places where "two"/"zwei"/"twee" count are handled with _word_number below.
-    return alpha2digit(text, lang)
+    # the few places where "two"/"zwei"/"twee" count are handled with _word_number below, and
+    # before a unit of time here, where dateparser needs the digit ("over twee weken").
+    text = alpha2digit(text, lang)
+    return re.sub(_SMALL_NUMBER_BEFORE_UNIT, lambda m: _SMALL_NUMBERS[m[1].lower()] + m[2], text,
+                  flags=re.IGNORECASE)
+
+
+_SMALL_NUMBERS = {"one": "1", "two": "2", "een": "1", "één": "1", "twee": "2", "zwei": "2"}
+_SMALL_NUMBER_BEFORE_UNIT = (r"\b(one|two|een|één|twee|zwei)(\s+(?:days?|weeks?|months?|dagen"
+                             r"|weken|maanden|tage|tagen|wochen|monate|monaten)\b)")
 
 
 def _word_number(word: str, lang: str) -> int | None:
@@ -137,7 +164,8 @@ def _alternation(words: Iterable[str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 _TWO = r"(?:2|two|twee|zwei|other|second|andere|tweede|zweite|2\.)"
-_MONEY_BEFORE = r"(?:\d[\d.,]*(?:,-)?\s*(?:euros?|eur|€|£|pounds?|quid|pond|pfund|dollars?|\$)?\s+)"
+_MONEY_BEFORE = (r"(?:\d[\d.,]*(?:,-)?\s*(?:euros?|eur|€|£|pounds?|quid|pond|pfund|dollars?|\$)?"
+                 r"\s+)")
 # "in a month", "for a week" and "a week ago" are dates or durations, not how often to pay.
 _NOT_AFTER = r"(?<!\bin )(?<!\bwithin )(?<!\bfor )(?<!\bthan )(?<!\babout )(?<!\bjust )"
 _NOT_BEFORE = r"(?!\s+(?:ago|from|later|or so|before|after|time))"
@@ -150,20 +178,24 @@ _FREQUENCY_RULES: tuple[tuple[str, str], ...] = (
                     r"|\b(?:2|two) ?(?:x|times) (?:a|per|each) month\b"),
     # "om de week" is Dutch for every other week (as "om de dag" is every other day); where it
     # is meant as weekly, the plan is read back to the debtor before it is booked.
-    ("fortnightly", r"\btwee-?wekelijks\b|\bom de week\b|\bom de (?:andere|2|twee) weken?\b"
-                    rf"|\b(?:elke|iedere|per) {_TWO} weken?\b|\b(?:om de|elke|iedere) 14 dagen\b"
+    ("fortnightly", r"\btwee-?wekelijks\b|\bom de week\b"
+                    r"|\bom de (?:andere|2|twee) (?:week|weken)\b"
+                    rf"|\b(?:elke|iedere|per) {_TWO} (?:week|weken)\b"
+                    r"|\b(?:om de|elke|iedere) 14 dagen\b"
                     r"|\b(?:2|twee) ?(?:x|keer|maal) (?:per|in de|p/) ?maand\b"),
-    ("fortnightly", r"\bzwei-?w(?:ö|oe|o)chentlich\b|\bzweiw(?:ö|oe|o)chig\b|\b14-?t(?:ä|ae|a)gig\b"
-                    r"|\bvierzehnt(?:ä|ae|a)gig\b|\balle (?:2|zwei) wochen\b|\balle 14 tage\b"
+    ("fortnightly", r"\bzwei-?w(?:ö|oe|o)chentlich\b|\bzweiw(?:ö|oe|o)chig\b"
+                    r"|\b14-?t(?:ä|ae|a)gig\b|\bvierzehnt(?:ä|ae|a)gig\b"
+                    r"|\balle (?:2|zwei) wochen\b|\balle 14 tage\b"
                     r"|\bjede (?:zweite|2\.) woche\b|\bhalbmonatlich\b"
                     r"|\b(?:2 ?(?:x|mal)|zweimal|zwei mal) (?:im|pro|den|je) monat\b"),
-    ("weekly", rf"\bweekly\b|\b(?:every|each|per|once a) week\b|{_NOT_AFTER}\ba week\b{_NOT_BEFORE}"
-               r"|(?<=\d) ?(?:/ ?(?:week|wk)\b|p/w\b)"),
+    ("weekly", rf"\bweekly\b|\b(?:every|each|per|once a) week\b"
+               rf"|{_NOT_AFTER}\ba week\b{_NOT_BEFORE}|(?<=\d) ?(?:/ ?(?:week|wk)\b|p/w\b)"),
     ("weekly", r"\bwekelijkse?\b|\b(?:elke|iedere|per) week\b|\been keer per week\b"),
     ("weekly", r"\bw(?:ö|oe|o)chentlich\w*|\bw(?:ö|oe)chentl\.|\b(?:jede|jeder|pro|je) woche\b"
                r"|\beinmal (?:die|pro|in der|je) woche\b"),
     ("monthly", rf"\bmonthly\b|\b(?:every|each|per|once a) (?:calendar )?month\b"
-                rf"|{_NOT_AFTER}\ba month\b{_NOT_BEFORE}|\bpcm\b|(?<=\d) ?(?:/ ?(?:month|mo|mth)\b|p/m\b)"),
+                rf"|{_NOT_AFTER}\ba month\b{_NOT_BEFORE}|\bpcm\b"
+                r"|(?<=\d) ?(?:/ ?(?:month|mo|mth)\b|p/m\b)"),
     ("monthly", r"\bmaandelijkse?\b|\b(?:elke|iedere|per) maand\b|\bmaandtermijn(?:en)?\b"
                 r"|(?<=\d) ?p\.m\.|\been keer per maand\b"),
     ("monthly", r"\bmonatlich\w*|\bmonatl\.|\bmtl\.|\b(?:jeden|pro|je) monat\b|\bmonatsraten?\b"
@@ -237,7 +269,10 @@ def _decimal(number_text: str) -> Decimal | None:
 
 
 def _with_cents(value: Decimal, cents: str | None) -> Decimal:
-    return value + Decimal(cents) / 100 if cents and value == value.to_integral_value() else value
+    # scaleb keeps the exponent: 15 + 0.50 is Decimal("15.50"), as the debtor wrote it.
+    if cents and value == value.to_integral_value():
+        return value + Decimal(cents).scaleb(-2)
+    return value
 
 
 def _currency_amounts(text: str, lang: str) -> list[_Found[Amount]]:
@@ -265,12 +300,20 @@ def _currency_amounts(text: str, lang: str) -> list[_Found[Amount]]:
     return sorted(found, key=lambda f: f.start)
 
 
+_DAY = r"(?:0?[1-9]|[12]\d|3[01])"
+_MONTH = r"(?:0?[1-9]|1[0-2])"
+
+
 @lru_cache(maxsize=None)
-def _not_an_amount(lang: str) -> re.Pattern[str]:
-    """Numbers that are dates, times, durations, percentages or references, never money."""
+def _not_an_amount(lang: str) -> tuple[re.Pattern[str], ...]:
+    """Numbers that are dates, times, durations, percentages or references, never money.
+
+    Separate patterns, not one alternation, so that overlapping phrases ("am 1.12.") are each
+    found whole.
+    """
     months = _alternation(_month_names(lang))
-    return re.compile("|".join((
-        r"(?<![\d.,])\d{1,2}[./-]\d{1,2}(?:[./-]\d{2,4})?\.?(?![\d])",   # 15-12, 15.12., 15/12/26
+    return tuple(re.compile(pattern, re.IGNORECASE) for pattern in (
+        rf"(?<![\d.,]){_DAY}[./-]{_MONTH}(?:[./-]\d{{2,4}})?\.?(?![\w])",  # 15-12, 15.12., 15/12/26
         r"\b\d{4}-\d{2}-\d{2}\b",
         r"\b\d{1,2}(?:st|nd|rd|th|e|de|ste|ten|sten)\b",                  # 28th, 28e, 28sten
         rf"\b\d{{1,2}}\.? (?:of )?(?:{months})\b",                        # 1 december, 1. Dez
@@ -281,12 +324,16 @@ def _not_an_amount(lang: str) -> re.Pattern[str]:
         r"|jahre|jahren|jahr|stunden?)\b",
         r"\b\d{1,2}(?:[:.]\d{2})? ?(?:am|pm|uur|uhr|u|h)\b|\b\d{1,2}:\d{2}\b",
         r"\d+(?:[.,]\d+)? ?(?:%|percent\b|procent\b|prozent\b)",
-        r"\b(?:in|since|sinds|seit|sind|year|jaar|jahr) (?:19|20)\d{2}\b",
+        r"\b(?:in|since|sinds|seit|year|jaar|jahr) (?:19|20)\d{2}\b",
         r"(?:#|\b(?:ref|reference|referentie|kenmerk|dossier\w*|klantnummer|kundennummer"
         r"|account|nummer|number|nr|no|aktenzeichen|rechnung\w*|invoice|factuur\w*|iban)\b)"
-        r"\W{0,3}[\w-]*\d[\w-]*",
-        r"\+?\d[\d -]{7,}\d",                                             # phone and ids
-    )), re.IGNORECASE)
+        r"\W{0,3}(?:(?:is|was|ist|lautet)\W{1,3})?[\w-]*\d[\w-]*",
+        r"\+?\d[\d -]{7,}\d|\b\d{7,}\b",                                # phone numbers and ids
+    ))
+
+
+def _not_an_amount_spans(text: str, lang: str) -> list[tuple[int, int]]:
+    return [m.span() for pattern in _not_an_amount(lang) for m in pattern.finditer(text)]
 
 
 # A bare number is only money when the message is about paying or is little more than it.
@@ -302,8 +349,12 @@ def _bare_amount(masked: str) -> _Found[Decimal] | None:
     match = _BARE_NUMBER.search(masked)
     if match is None:
         return None
-    rest = re.sub(r"[\W\d_]+", " ", masked[:match.start()] + " " + masked[match.end():]).split()
-    if len(rest) > 2 and not _PAY_CONTEXT.search(masked):
+    before = re.sub(r"[\W\d_]+", " ", masked[:match.start()]).split()
+    after = re.sub(r"[\W\d_]+", " ", masked[match.end():]).split()
+    # A paying word near the number ("I can pay 50", "ik kan 50 betalen"), or hardly any words
+    # at all ("50?", "ok 50"); "I have 2 jobs and still can't pay" is not an offer of 2.
+    near = " ".join(before[-3:] + after[:3])
+    if len(before) + len(after) > 2 and not _PAY_CONTEXT.search(near):
         return None
     value = _decimal(match["num"])
     return _Found(value, match.start(), match.end()) if value is not None else None
@@ -312,8 +363,8 @@ def _bare_amount(masked: str) -> _Found[Decimal] | None:
 def _blocked_for_amounts(text: str, lang: str) -> list[tuple[int, int]]:
     frequency = _find_frequency(text)
     blocked = _spans([frequency]) if frequency else []
-    blocked += _spans(_find_installments(_mask(text, blocked), lang))
-    blocked += [m.span() for m in _not_an_amount(lang).finditer(text)]
+    blocked += _spans(_find_installments(text, lang, frequency))
+    blocked += _not_an_amount_spans(text, lang)
     return blocked
 
 
@@ -346,38 +397,46 @@ _TIMES_WORDS = r"x|×|keer|maal|mal|times"
 _PAST_PAYMENTS = re.compile(
     r"\b(?:missed|miss|made|paid|last|previous|first|gemist|betaald|gedaan|laatste|vorige"
     r"|eerste|verpasst|bezahlt|geleistet|letzten|vorigen|ersten)\b(?:\W+\w+)?\W*$", re.IGNORECASE)
+# Dutch and German put the participle last: "ik heb 2 betalingen gemist".
+_PAST_PARTICIPLE_AFTER = re.compile(
+    r"^\W*(?:\w+\W+){0,2}?(?:gemist|betaald|gedaan|overgeslagen|verpasst|bezahlt|geleistet"
+    r"|vers(?:ä|ae)umt|missed)\b", re.IGNORECASE)
 
 
-def _find_installments(text: str, lang: str) -> list[_Found[int]]:
-    found: list[_Found[int]] = []
+def _find_installments(text: str, lang: str, frequency: _Found[str] | None) -> list[_Found[int]]:
+    """Installment counts; `frequency` is masked for the "6x" forms only ("2x per maand" is a
+    frequency), while "3 Monatsraten" keeps its noun even though it also says "monthly"."""
     count = r"(?P<count>\d{1,2}|[^\W\d_]+)"
     noun_rule = re.compile(
         rf"(?<![\w.,]){count}\s+(?:(?:{_INSTALLMENT_ADJECTIVES})\s+)?(?:{_INSTALLMENT_NOUNS})\b",
         re.IGNORECASE)
     times_rule = re.compile(rf"(?<![\w.,]){count} ?(?:{_TIMES_WORDS})(?![^\W\d_])", re.IGNORECASE)
+    times_text = _mask(text, _spans([frequency])) if frequency else text
     whole_message = re.sub(r"[\W_]+", "", text)
-    for rule, needs_context in ((noun_rule, False), (times_rule, True)):
-        for match in rule.finditer(text):
+    found: list[_Found[int]] = []
+    for rule, searched, needs_context in ((noun_rule, text, False), (times_rule, times_text, True)):
+        for match in rule.finditer(searched):
             raw = match["count"]
             number = int(raw) if raw.isdigit() else _word_number(raw, lang)
             if number is None or not 1 <= number <= 99:
                 continue
-            if _PAST_PAYMENTS.search(text[:match.start()]):
+            if (_PAST_PAYMENTS.search(text[:match.start()])
+                    or _PAST_PARTICIPLE_AFTER.search(text[match.end():])):
                 continue
             in_context = (_PAY_CONTEXT.search(text) or re.search(r"\bin\W*$", text[:match.start()])
                           or re.sub(r"[\W_]+", "", match.group()) == whole_message)
             if needs_context and not in_context:
                 continue
-            found.append(_Found(number, match.start(), match.end()))
+            if not any(f.start < match.end() and match.start() < f.end for f in found):
+                found.append(_Found(number, match.start(), match.end()))
     return sorted(found, key=lambda f: f.start)
 
 
 def parse_installments(text: str, lang: str) -> int | None:
     """How many payments the debtor proposes: "3 payments", "in drie termijnen", "6x"."""
     prepared = _prepare(text, lang)
-    frequency = _find_frequency(prepared)  # "2x per maand" is a frequency, not 2 payments
-    blocked = _spans(_currency_amounts(prepared, lang)) + (_spans([frequency]) if frequency else [])
-    found = _find_installments(_mask(prepared, blocked), lang)
+    masked = _mask(prepared, _spans(_currency_amounts(prepared, lang)))
+    found = _find_installments(masked, lang, _find_frequency(masked))
     return found[0].value if found else None
 
 
@@ -385,9 +444,9 @@ def parse_installments(text: str, lang: str) -> int | None:
 # Dates
 # --------------------------------------------------------------------------------------------
 
-# DMY for English too: Nudge's English-speaking debtors are in the UK and Ireland, where
-# "05/12" is the 5th of December.
-_DATEPARSER_ORDER = {"en": "DMY", "nl": "DMY", "de": "DMY"}
+# Day first for English too: Nudge's English-speaking debtors are in the UK and Ireland, where
+# "05/12" is the 5th of December (dateparser's English default would read the 12th of May).
+_DATE_ORDER = "DMY"
 
 
 def _end_of_month(year: int, month: int) -> date:
@@ -430,11 +489,22 @@ def _month_number(name: str, lang: str) -> int | None:
     return {"sept": 9, "maerz": 3, "marz": 3}.get(name)
 
 
-_ORDINAL_FOLLOWERS = (r"payments?|instal\w*|termijn\w*|betaling\w*|raten?|zahlung\w*|times?"
-                      r"|keer|mal|weeks?|woche\w*|months?|maand\w*|monat\w*|days?|dag\w*|tag\w*"
-                      r"|years?|jaar|jahr\w*|reminders?|herinnering\w*|mahnung\w*|letters?"
-                      r"|brief\w*|attempts?|poging\w*|versuch\w*|floor|etage|verdieping|child"
-                      r"|kind\w*|uhr|uur|euro|€|eur")
+# Nouns an ordinal can count ("the 3rd payment"); whole words only, so "ab dem 15. monatlich"
+# is still a day of the month.
+_ORDINAL_FOLLOWERS = (r"payments?|instal{1,2}ments?|termijn(?:en)?|betaling(?:en)?|raten?"
+                      r"|zahlung(?:en)?|times?|keer|mal|weeks?|wochen?|months?|maand(?:en)?"
+                      r"|monat(?:e|en|s)?|days?|dag(?:en)?|tag(?:e|en)?|years?|jaar|jahr(?:e|en)?"
+                      r"|reminders?|herinnering(?:en)?|mahnung(?:en)?|letters?|brief(?:e|en)?"
+                      r"|attempts?|poging(?:en)?|versuch(?:e)?|floor|etage|verdieping|child"
+                      r"|kind(?:er|eren)?|uhr|uur|euro|eur")
+
+
+@lru_cache(maxsize=None)
+def _ordinal_not_a_date(lang: str) -> re.Pattern[str]:
+    """ "the 3rd payment", "de 2e termijn": an ordinal that counts something else."""
+    return re.compile(rf"\b(?:the |de |am |den |zum )?\d{{1,2}}"
+                      rf"(?:st|nd|rd|th|e|de|ste|\.|ten|sten) (?:{_ORDINAL_FOLLOWERS})\b",
+                      re.IGNORECASE)
 
 
 _Resolver = Callable[[re.Match[str], date], "date | None"]
@@ -486,6 +556,9 @@ def _date_rules(lang: str) -> tuple[tuple[re.Pattern[str], _Resolver], ...]:
         day = int(match["day"])
         return _next_day_of_month(day, today) if 1 <= day <= 31 else None
 
+    def days_ahead(days: int) -> _Resolver:
+        return lambda _, today: today + timedelta(days=days)
+
     end = {
         "en": (r"\b(?:the )?end of (?:the |this )?month\b|\bmonth[- ]?end\b",
                r"\bend of next month\b", rf"\bend of (?P<month>{months})\b"),
@@ -509,6 +582,8 @@ def _date_rules(lang: str) -> tuple[tuple[re.Pattern[str], _Resolver], ...]:
     }[lang]
     flags = re.IGNORECASE
     rules: list[tuple[re.Pattern[str], _Resolver]] = [
+        # dateparser 1.5 reads "the day after tomorrow" as tomorrow.
+        (re.compile(r"\b(?:the )?day after tomorrow\b", flags), days_ahead(2)),
         (re.compile(end[1], flags), next_month_end),
         (re.compile(end[0], flags), this_month_end),
         (re.compile(end[2], flags), named_month_end),
@@ -518,8 +593,8 @@ def _date_rules(lang: str) -> tuple[tuple[re.Pattern[str], _Resolver], ...]:
          weekday_next_week),
         (re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), iso),
         # dateparser reads "15.12" as the time 15:12, so numeric day-month is done here.
-        (re.compile(r"(?<![\d.,/-])(?P<d>\d{1,2})(?P<sep>[./-])(?P<m>\d{1,2})"
-                    r"(?:(?P=sep)(?P<y>\d{4}|\d{2}))?\.?(?![\d/-]|[.,]\d)"), numeric),
+        (re.compile(rf"(?<![\d.,/-])(?P<d>{_DAY})(?P<sep>[./-])(?P<m>{_MONTH})"
+                    r"(?:(?P=sep)(?P<y>\d{4}|\d{2}))?\.?(?![\w/-]|[.,]\d)"), numeric),
     ]
     # "the 28th", "am 25.": dateparser keeps these in the current month even when the day has
     # passed; a promise is always about the next such day.
@@ -540,17 +615,30 @@ def _rule_dates(text: str, lang: str, today: date) -> list[_Found[date]]:
     return found
 
 
-_PREPOSITIONS = r"(?:on|by|in|at|of|before|op|in|om|voor|uiterlijk|am|im|um|bis|zum|vor|ab)"
-_NOW_WORDS = {"now", "right now", "nu", "jetzt"}
+_PREPOSITIONS = r"(?:on|by|in|at|of|before|op|om|voor|uiterlijk|am|im|um|bis|zum|vor|ab)"
+_NOW_WORDS = {"now", "right", "nu", "jetzt", "gleich", "meteen", "direct"}
+# dateparser's matches drag connecting words along ("now and the").
+_FILLER_WORDS = {"and", "the", "or", "then", "en", "de", "het", "of", "dan", "und", "der", "die",
+                 "das", "oder", "dann"}
+# "3 months" is a date only as "in 3 months"; "45 years old" and "seit 3 Monaten" are not.
+_BARE_DURATION = re.compile(
+    r"(?:\d+|an?|een|one|eine[nmr]?) (?:days?|weeks?|months?|years?|dag(?:en)?|weken|week"
+    r"|maand(?:en)?|jaar|jaren|tage?n?|wochen|woche|monate?n?|monat|jahre?n?)", re.IGNORECASE)
+_INTO_THE_FUTURE = re.compile(r"\b(?:in|within|over|binnen|innerhalb|after|na|nach)\W*$",
+                              re.IGNORECASE)
 _TIME_ONLY = re.compile(r"(?:at |om |um )?\d{1,2}(?:[:.]\d{2})? ?(?:am|pm|uur|uhr|u|h)?",
                         re.IGNORECASE)
 
 
-def _is_noise(matched: str, lang: str) -> bool:
+def _is_noise(matched: str, before: str, lang: str) -> bool:
     """dateparser finds dates in words that are not dates in a reply; drop those."""
     core = re.sub(rf"^(?:{_PREPOSITIONS} )+", "", matched.strip().lower()).strip(" .,")
-    if core in _NOW_WORDS or core in _month_names(lang):
+    words = set(re.sub(r"[\d\W_]+", " ", core).split()) - _FILLER_WORDS
+    if words <= _NOW_WORDS or core in _month_names(lang):
         return True  # "I can't pay now", "I may pay", "in december" (no day: not a promise)
+    if _BARE_DURATION.fullmatch(core) and not (
+            _INTO_THE_FUTURE.search(before) or _INTO_THE_FUTURE.search(matched[:-len(core)])):
+        return True
     if re.fullmatch(r"[^\W\d_]{1,3}", core):
         return True  # abbreviations that are also words: German "so", Dutch "ma", "sun"
     if re.fullmatch(r"[\d\W]+", core):
@@ -562,7 +650,7 @@ def _dateparser_dates(text: str, lang: str, today: date) -> list[_Found[date]]:
     settings = {
         "PREFER_DATES_FROM": "future",
         "RELATIVE_BASE": datetime.combine(today, datetime.min.time()),
-        "DATE_ORDER": _DATEPARSER_ORDER[lang],
+        "DATE_ORDER": _DATE_ORDER,
     }
     results = search_dates(text, languages=[lang], settings=settings) or []
     found: list[_Found[date]] = []
@@ -572,7 +660,7 @@ def _dateparser_dates(text: str, lang: str, today: date) -> list[_Found[date]]:
         if start < 0:
             continue
         cursor = start + len(matched)
-        if not _is_noise(matched, lang):
+        if not _is_noise(matched, text[:start], lang):
             found.append(_Found(when.date(), start, cursor))
     return found
 
@@ -585,6 +673,21 @@ def _find_date(text: str, lang: str, today: date) -> _Found[date] | None:
     return min(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
 
 
+# "for 10 weeks" says how long, not when.
+_DURATION = re.compile(
+    r"\b(?:for|voor|gedurende|für|fuer|während|waehrend) "
+    r"(?:the next |de komende |die n(?:ä|ae)chsten )?"
+    r"\d+ (?:days|weeks|months|years|dagen|weken|maanden|jaar|tage|wochen|monate|jahre)\b",
+    re.IGNORECASE)
+
+
+def _free_numbers(text: str, lang: str) -> list[tuple[int, int]]:
+    """Numbers outside any date-like phrase: dateparser would turn "12.50 on friday" into 2050."""
+    date_like = _not_an_amount_spans(text, lang)
+    return [m.span() for m in re.finditer(r"\d+(?:[.,:]\d+)*", text)
+            if not any(s <= m.start() and m.end() <= e for s, e in date_like)]
+
+
 def parse_date(text: str, lang: str, today: date) -> date | None:
     """The date the debtor names, relative to `today`.
 
@@ -592,10 +695,14 @@ def parse_date(text: str, lang: str, today: date) -> date | None:
     references ("yesterday", "15-10-2026") keep their past date ("I paid yesterday").
     """
     prepared = _prepare(text, lang)
-    frequency = _find_frequency(prepared)  # "50 a month" is not a date a month from now
-    blocked = _spans(_currency_amounts(prepared, lang)) + (_spans([frequency]) if frequency else [])
-    blocked += _spans(_find_installments(_mask(prepared, blocked), lang))
-    found = _find_date(_mask(prepared, blocked), lang, today)
+    masked = _mask(prepared, _spans(_currency_amounts(prepared, lang)))
+    frequency = _find_frequency(masked)  # "50 a month" is not a date a month from now
+    blocked = _spans([frequency]) if frequency else []
+    blocked += _spans(_find_installments(masked, lang, frequency))
+    blocked += [m.span() for m in _ordinal_not_a_date(lang).finditer(masked)]
+    blocked += [m.span() for m in _DURATION.finditer(masked)]
+    blocked += _free_numbers(masked, lang)
+    found = _find_date(_mask(masked, blocked), lang, today)
     return found.value if found else None
 
 
@@ -606,12 +713,18 @@ def parse_date(text: str, lang: str, today: date) -> date | None:
 _ENTITY_ORDER = ("amount", "date", "installments", "frequency")
 
 
-def _span_texts(text: str, span: dict) -> list[str]:
-    """The span as written, then the engine's value (which may be a synonym like "monthly")."""
-    texts: list[str] = []
+def _offsets(text: str, span: dict) -> tuple[int, int] | None:
+    """The span's offsets when they fit the text; engine dicts are trusted for nothing else."""
     start, end = span.get("start"), span.get("end")
     if isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text):
-        texts.append(text[start:end])
+        return start, end
+    return None
+
+
+def _span_texts(text: str, span: dict) -> list[str]:
+    """The span as written, then the engine's value (which may be a synonym like "monthly")."""
+    offsets = _offsets(text, span)
+    texts = [text[offsets[0]:offsets[1]]] if offsets else []
     value = span.get("value")
     if isinstance(value, str) and value not in texts:
         texts.append(value)
@@ -620,46 +733,65 @@ def _span_texts(text: str, span: dict) -> list[str]:
 
 def _widen_to_currency(text: str, span: dict) -> str | None:
     """The engine often tags "50" in "50 euro"; take the adjacent currency along."""
-    start, end = span.get("start"), span.get("end")
-    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+    offsets = _offsets(text, span)
+    if offsets is None:
         return None
+    start, end = offsets
     after = re.match(rf"\s?{_SUFFIX_CURRENCY}", text[end:], re.IGNORECASE)
-    before = re.search(rf"{_PREFIX_CURRENCY}\s?$", text[:start], re.IGNORECASE)
     if after:
         return text[start:end + after.end()]
-    if before:
-        return text[before.start():end]
+    before = re.search(rf"{_PREFIX_CURRENCY}\s?$", text[:start], re.IGNORECASE)
+    return text[before.start():end] if before else None
+
+
+def _day_of_month_only(candidate: str, today: date) -> date | None:
+    """The engine already decided a lone "28" is a date: read it as a day of the month."""
+    if not re.fullmatch(r"\d{1,2}", candidate.strip()):
+        return None
+    day = int(candidate)
+    return _next_day_of_month(day, today) if 1 <= day <= 31 else None
+
+
+def _count_only(candidate: str, lang: str) -> int | None:
+    """The engine already decided a lone "3" or "drie" is an installment count."""
+    word = candidate.strip()
+    if word.isdigit():
+        return int(word)
+    return _word_number(word, lang) if re.fullmatch(r"[^\W\d_]+", word) else None
+
+
+def _parse_span(entity: str, text: str, span: dict, lang: str, today: date,
+                default_currency: str | None) -> object | None:
+    if entity == "amount":
+        widened = _widen_to_currency(text, span)
+        candidates = ([widened] if widened else []) + _span_texts(text, span)
+        return next((a for c in candidates
+                     if (a := parse_amount(c, lang, default_currency)) is not None), None)
+    for candidate in _span_texts(text, span):
+        if entity == "date":
+            value = parse_date(candidate, lang, today) or _day_of_month_only(candidate, today)
+        elif entity == "installments":
+            value = parse_installments(candidate, lang) or _count_only(candidate, lang)
+        else:
+            value = parse_frequency(candidate, lang)
+        if value is not None:
+            return value
     return None
 
 
-def _from_amount_span(text: str, span: dict, lang: str, default: str | None) -> Amount | None:
-    widened = _widen_to_currency(text, span)
-    for candidate in ([widened] if widened else []) + _span_texts(text, span):
-        amount = parse_amount(candidate, lang, default)
-        if amount is not None:
-            return amount
-    return None
-
-
-def _from_span(entity: str, candidate: str, lang: str, today: date) -> object | None:
+def _parse_text(entity: str, text: str, lang: str, today: date,
+                default_currency: str | None) -> object | None:
+    if entity == "amount":
+        return parse_amount(text, lang, default_currency)
     if entity == "date":
-        value = parse_date(candidate, lang, today)
-        # The engine already decided a lone "28" is a date; read it as a day of the month.
-        if value is None and re.fullmatch(r"\s*\d{1,2}\s*", candidate):
-            day = int(candidate)
-            value = _next_day_of_month(day, today) if 1 <= day <= 31 else None
-        return value
+        return parse_date(text, lang, today)
     if entity == "installments":
-        value = parse_installments(candidate, lang)
-        if value is None:  # the engine tagged just the count ("3", "drie")
-            word = candidate.strip()
-            value = int(word) if word.isdigit() else _word_number(word, lang) if word else None
-        return value
-    return parse_frequency(candidate, lang)
+        return parse_installments(text, lang)
+    return parse_frequency(text, lang)
 
 
 def normalise_entities(text: str, lang: str, spans: list[dict], today: date,
-                       default_currency: str | None = None) -> dict:
+                       default_currency: str | None = None) -> Entities:
     """Typed entities for one message: {"amount": Amount, "date": date, "installments": int,
     "frequency": str}, only those found.
 
@@ -673,25 +805,13 @@ def normalise_entities(text: str, lang: str, spans: list[dict], today: date,
             by_entity[span["entity"]].append(span)
     result: dict[str, object] = {}
     for entity in _ENTITY_ORDER:
-        value: object | None = None
-        for span in by_entity[entity]:
-            if entity == "amount":
-                value = _from_amount_span(text, span, lang, default_currency)
-            else:
-                value = next((v for c in _span_texts(text, span)
-                              if (v := _from_span(entity, c, lang, today)) is not None), None)
-            if value is not None:
-                break
+        value = next((v for span in by_entity[entity]
+                      if (v := _parse_span(entity, text, span, lang, today, default_currency))
+                      is not None), None)
         if value is None:
-            others = [(s["start"], s["end"]) for name, group in by_entity.items() if name != entity
-                      for s in group if isinstance(s.get("start"), int) and isinstance(s.get("end"), int)]
-            rest = _mask(text, others)
-            value = {
-                "amount": lambda: parse_amount(rest, lang, default_currency),
-                "date": lambda: parse_date(rest, lang, today),
-                "installments": lambda: parse_installments(rest, lang),
-                "frequency": lambda: parse_frequency(rest, lang),
-            }[entity]()
+            others = [offsets for name, group in by_entity.items() if name != entity
+                      for span in group if (offsets := _offsets(text, span))]
+            value = _parse_text(entity, _mask(text, others), lang, today, default_currency)
         if value is not None:
             result[entity] = value
-    return result
+    return Entities(**result)  # type: ignore[typeddict-item]

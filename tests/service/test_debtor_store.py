@@ -14,7 +14,6 @@ import redis.asyncio as aioredis
 from bot.core.debtors import Debtor
 from service.debtor_store import AddressInUseError, RedisDebtorStore
 from service.keys import Keys
-from tests.redis_fixture import redis_server_url  # noqa: F401
 
 
 def make_debtor(debtor_id: str = "D-EN-900", **changes: object) -> Debtor:
@@ -44,7 +43,7 @@ def make_debtor(debtor_id: str = "D-EN-900", **changes: object) -> Debtor:
 
 
 @pytest_asyncio.fixture
-async def client(redis_server_url: str) -> AsyncIterator[aioredis.Redis]:  # noqa: F811
+async def client(redis_server_url: str) -> AsyncIterator[aioredis.Redis]:
     c = aioredis.Redis.from_url(redis_server_url)
     await c.flushdb()
     try:
@@ -222,7 +221,7 @@ async def test_two_debtors_racing_for_one_address_only_one_wins(store: RedisDebt
 
 
 @pytest.mark.asyncio
-async def test_works_with_decode_responses_client(redis_server_url: str, keys: Keys) -> None:  # noqa: F811
+async def test_works_with_decode_responses_client(redis_server_url: str, keys: Keys) -> None:
     c = aioredis.Redis.from_url(redis_server_url, decode_responses=True)
     try:
         s = RedisDebtorStore(c, keys)
@@ -235,3 +234,17 @@ async def test_works_with_decode_responses_client(redis_server_url: str, keys: K
         assert await s.delete(d.id) is True
     finally:
         await c.aclose()
+
+
+@pytest.mark.asyncio
+async def test_take_over_from_lets_a_batch_swap_numbers(store: RedisDebtorStore) -> None:
+    await store.upsert(make_debtor("D-1", phone="+447400123001", email=None))
+    await store.upsert(make_debtor("D-2", phone="+447400123002", email=None))
+    a = make_debtor("D-1", phone="+447400123002", email=None)
+    b = make_debtor("D-2", phone="+447400123001", email=None)
+    with pytest.raises(AddressInUseError):
+        await store.upsert(a)
+    assert await store.upsert(a, take_over_from={"D-2"}) == "updated"
+    assert await store.upsert(b) == "updated"  # its new number was released by D-1
+    assert (await store.find_by_address("phone", "+447400123002")) == a
+    assert (await store.find_by_address("phone", "+447400123001")) == b
