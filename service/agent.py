@@ -66,4 +66,9 @@ class AgentDesk:
 
     async def hand_back(self, conversation_id: str, agent: str) -> None:
         await self.conversations.hand_back(conversation_id, agent)
-        await self.engine.append_events(conversation_id, [{"event": "resume", "timestamp": time.time()}])
+        # The paused turn ended without the engine listening; record that it listens now, or
+        # the next reply would be read as coming in the middle of the hand-off action.
+        now = time.time()
+        await self.engine.append_events(conversation_id, [
+            {"event": "resume", "timestamp": now},
+            {"event": "action", "name": "action_listen", "timestamp": now}])
