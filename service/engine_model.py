@@ -49,7 +49,7 @@ def ensure_model(*, force: bool = False, log=print) -> Path:
     """The cached model for the current inputs; trains it (under a file lock) if missing."""
     target = model_path()
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(MODELS_DIR / ".train.lock", "w") as lock:
+    with open(MODELS_DIR / f"{target.name}.lock", "w") as lock:
         # Two test sessions or `make run` and `make test` at once must not train twice.
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.exists() and not force:
