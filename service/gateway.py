@@ -76,7 +76,7 @@ async def ingest(app: web.Application, message, conversation_id: str) -> bool:
 
 # --- simulator -----------------------------------------------------------------------
 def add_simulator_routes(app: web.Application) -> None:
-    app.router.add_get("/", lambda request: web.HTTPFound("/simulator"))
+    app.router.add_get("/", to_simulator)
     app.router.add_get("/simulator", simulator_page)
     app.router.add_get("/simulator/api/debtors", sim_debtors)
     app.router.add_post("/simulator/api/debtors/{debtor_id}/remind", sim_remind)
@@ -84,6 +84,10 @@ def add_simulator_routes(app: web.Application) -> None:
     app.router.add_get("/simulator/api/debtors/{debtor_id}/transcript", sim_transcript)
     app.router.add_get("/simulator/api/debtors/{debtor_id}/stream", sim_stream)
     app.router.add_static("/static", STATIC)
+
+
+async def to_simulator(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/simulator")
 
 
 async def simulator_page(request: web.Request) -> web.FileResponse:
