@@ -75,7 +75,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     logging.getLogger("rasa_sdk").setLevel(logging.WARNING)
     web.run_app(create_app(settings), host="127.0.0.1", port=settings.actions_port,
-                print=None, shutdown_timeout=10)
+                print=None, shutdown_timeout=10, access_log=None)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from aiohttp import web
 from arq import create_pool
 from arq.connections import RedisSettings
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from channels import simulator
 from service import appkeys as K
@@ -186,8 +187,8 @@ async def sim_stream(request: web.Request) -> web.StreamResponse:
                 await response.write(b": keep-alive\n\n")
                 continue
             await response.write(b"data: " + message["data"] + b"\n\n")
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+    except (ConnectionResetError, asyncio.CancelledError, RedisConnectionError):
+        pass  # the browser left, or the gateway is shutting down
     finally:
         await pubsub.aclose()
     return response

@@ -164,16 +164,20 @@ class Stack:
         return next((c for c in self.children if c.process.poll() is not None), None)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM everyone (newest first, Redis last), then SIGKILL whoever is still there."""
-        for child in reversed(self.children):
-            stop_process(child.process, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in reversed(self.children):
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                stop_process(child.process, signal.SIGKILL)
-                child.process.wait(5)
+        """SIGTERM the services (newest first), then Redis once they are gone; SIGKILL
+        whoever outlives the timeout. Redis goes last so nobody loses it mid-shutdown."""
+        services = [c for c in reversed(self.children) if c.name != "redis"]
+        redis = [c for c in self.children if c.name == "redis"]
+        for group in (services, redis):
+            for child in group:
+                stop_process(child.process, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for child in group:
+                try:
+                    child.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    stop_process(child.process, signal.SIGKILL)
+                    child.process.wait(5)
         self.children.clear()
 
 

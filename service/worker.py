@@ -80,7 +80,7 @@ async def sweep(ctx: dict[str, Any]) -> int:
 
 class WorkerSettings:
     functions = [process_conversation, send_reminder]
-    cron_jobs = [cron(sweep, second={0, 15, 30, 45}, run_at_startup=False, unique=True)]
+    cron_jobs = [cron(sweep, second={0, 30}, run_at_startup=False, unique=True)]
     on_startup = startup
     on_shutdown = shutdown
     queue_name = SETTINGS.queue_name
