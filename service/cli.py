@@ -142,10 +142,24 @@ async def _understand(settings: Settings, text: str, lang: str, currency: str | 
 def import_(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
     skip_bad_rows: bool = typer.Option(False, help="Import the good rows and report the bad ones."),
+    dry_run: bool = typer.Option(False, help="Only check the file; write nothing."),
+    as_of: Optional[str] = typer.Option(None, help="Date (ISO) days past due are counted from."),
 ) -> None:
     """Import debtors and their cases from CSV or JSON (idempotent upsert)."""
+    reference = date.fromisoformat(as_of) if as_of else None
+    if dry_run:
+        from service.importer import ImportFileError, load_records, validate_records
+
+        try:
+            debtors, errors = validate_records(load_records(file), reference or date.today())
+        except ImportFileError as error:
+            debtors, errors = [], list(error.errors)
+        for problem in errors:
+            console.print(str(problem), highlight=False)
+        console.print(f"{len(debtors)} valid debtor(s), {len(errors)} problem(s)")
+        raise typer.Exit(1 if errors else 0)
     settings = _settings()
-    report = _run(_import(settings, file, skip_bad_rows=skip_bad_rows))
+    report = _run(_import(settings, file, skip_bad_rows=skip_bad_rows, as_of=reference))
     for error in report.errors:
         err.print(f"[red]{error}[/red]", highlight=False)
     console.print(f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
@@ -155,7 +169,7 @@ def import_(
         raise typer.Exit(1)
 
 
-async def _import(settings: Settings, file: Path, *, skip_bad_rows: bool):
+async def _import(settings: Settings, file: Path, *, skip_bad_rows: bool, as_of: date | None = None):
     from service.debtor_store import RedisDebtorStore
     from service.importer import import_file
     from service.keys import Keys
@@ -163,7 +177,7 @@ async def _import(settings: Settings, file: Path, *, skip_bad_rows: bool):
     client = aioredis.from_url(settings.redis_url)
     try:
         return await import_file(file, RedisDebtorStore(client, Keys(settings.key_prefix)),
-                                 skip_bad_rows=skip_bad_rows)
+                                 skip_bad_rows=skip_bad_rows, as_of=as_of)
     finally:
         await client.aclose()
 

@@ -23,7 +23,6 @@ Command line: ``python -m service.importer FILE [--redis-url URL] [--skip-bad-ro
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import io
@@ -502,47 +501,3 @@ async def _store_conflicts(
 
 
 # --- command line ------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.importer", description=__doc__.split("\n")[0])
-    parser.add_argument("file", type=Path)
-    parser.add_argument("--redis-url", default="redis://localhost:6379/0")
-    parser.add_argument("--prefix", default="nudge", help="key prefix (default: nudge)")
-    parser.add_argument("--skip-bad-rows", action="store_true")
-    parser.add_argument("--as-of", type=date.fromisoformat, default=None, help="YYYY-MM-DD, default today")
-    parser.add_argument("--dry-run", action="store_true", help="only validate, write nothing")
-    args = parser.parse_args(argv)
-
-    as_of = args.as_of or date.today()
-    if args.dry_run:
-        try:
-            records = load_records(args.file)
-        except ImportFileError as exc:
-            print("\n".join(str(e) for e in exc.errors))
-            return 1
-        debtors, errors = validate_records(records, as_of)
-        print(f"{len(debtors)} valid debtor(s), {len(errors)} problem(s)")
-        print("\n".join(f"  {e}" for e in errors))
-        return 1 if errors else 0
-
-    async def run() -> ImportReport:
-        import redis.asyncio as aioredis
-
-        from service.debtor_store import RedisDebtorStore
-        from service.keys import Keys
-
-        client = aioredis.Redis.from_url(args.redis_url)
-        try:
-            store = RedisDebtorStore(client, Keys(prefix=args.prefix))
-            return await import_file(args.file, store, skip_bad_rows=args.skip_bad_rows, as_of=as_of)
-        finally:
-            await client.aclose()
-
-    report = asyncio.run(run())
-    print(report.summary())
-    return 1 if report.errors else 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

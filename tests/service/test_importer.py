@@ -20,7 +20,6 @@ from service.importer import (
     ImportFileError,
     import_file,
     load_records,
-    main,
     validate_records,
 )
 from service.keys import Keys
@@ -380,20 +379,39 @@ def test_json_wrapped_paths_name_the_list(tmp_path: Path) -> None:
 # --- command line ------------------------------------------------------------------------------
 
 
-def test_cli_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(DEMO), "--dry-run", "--as-of", "2026-11-22"]) == 0
-    assert "51 valid debtor(s), 0 problem(s)" in capsys.readouterr().out
-    assert main([str(FIXTURES / "bad_rows.csv"), "--dry-run", "--as-of", "2026-11-22"]) == 1
-    assert "row 3: phone:" in capsys.readouterr().out
+def test_nudge_import_dry_run_checks_without_writing() -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    runner = CliRunner()
+    good = runner.invoke(app, ["import", str(DEMO), "--dry-run", "--as-of", "2026-11-22"])
+    assert good.exit_code == 0 and "51 valid debtor(s), 0 problem(s)" in good.output
+    bad = runner.invoke(app, ["import", str(FIXTURES / "bad_rows.csv"), "--dry-run", "--as-of", "2026-11-22"])
+    assert bad.exit_code == 1 and "row 3: phone:" in bad.output
 
 
-def test_cli_import(redis_server_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    prefix = f"cli{uuid.uuid4().hex[:6]}"
-    args = [str(DEMO), "--redis-url", redis_server_url, "--prefix", prefix, "--as-of", "2026-11-22"]
-    assert main(args) == 0
-    assert "created 51" in capsys.readouterr().out
-    assert main(args) == 0
-    assert "unchanged 51" in capsys.readouterr().out
+def test_nudge_import_command(redis_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    monkeypatch.setenv("REDIS_URL", redis_server_url)
+    monkeypatch.setenv("NUDGE_KEY_PREFIX", f"cli{uuid.uuid4().hex[:6]}")
+    runner = CliRunner()
+    first = runner.invoke(app, ["import", str(DEMO)])
+    assert first.exit_code == 0 and "created 51" in first.output
+    again = runner.invoke(app, ["import", str(DEMO)])
+    assert again.exit_code == 0 and "unchanged 51" in again.output
+
+    rows = demo_rows()[:3]
+    rows[1]["phone"] = "+31 6 123"
+    bad = write_csv(tmp_path / "bad.csv", rows)
+    refused = runner.invoke(app, ["import", str(bad)])
+    assert refused.exit_code == 1
+    assert "row 3: phone" in refused.output and "nothing was imported" in refused.output
+    skipped = runner.invoke(app, ["import", str(bad), "--skip-bad-rows"])
+    assert skipped.exit_code == 0 and "skipped 1" in skipped.output
 
 
 def test_plain_list_of_dicts_and_empty_inputs(tmp_path: Path) -> None:
