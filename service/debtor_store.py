@@ -87,14 +87,8 @@ class RedisDebtorStore:
 
     async def address_owner(self, kind: AddressKind, address: str) -> str | None:
         """Id of the debtor the index gives for this address (None if none, or stale)."""
-        address = normalise_address(kind, address)
-        owner = _text(await self.redis.get(self.keys.debtor_by_address(kind, address)))
-        if owner is None:
-            return None
-        debtor = await self.get(owner)
-        if debtor is None or debtor.addresses().get(kind) != address:
-            return None  # stale entry: the owner no longer has this address
-        return owner
+        debtor = await self.find_by_address(kind, address)
+        return None if debtor is None else debtor.id
 
     async def find_by_address(self, kind: AddressKind, address: str) -> Debtor | None:
         """The debtor with this phone (E.164) or email (any case), or None."""
@@ -104,7 +98,7 @@ class RedisDebtorStore:
             return None
         debtor = await self.get(owner)
         if debtor is None or debtor.addresses().get(kind) != address:
-            return None
+            return None  # stale entry: the owner no longer has this address
         return debtor
 
     async def all_ids(self) -> list[str]:

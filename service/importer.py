@@ -23,11 +23,9 @@ Command line: ``python -m service.importer FILE [--redis-url URL] [--skip-bad-ro
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date

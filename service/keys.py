@@ -59,6 +59,10 @@ class Keys:
         """Marker that an outbound message id was handed to its transport (idempotency)."""
         return f"{self.prefix}:out:{message_id}"
 
+    def reminder_told(self, message_id: str) -> str:
+        """Present once the engine was told of this reminder (told once, however often retried)."""
+        return f"{self.prefix}:reminder_told:{message_id}"
+
     @property
     def outbox(self) -> str:
         """Stream of every message handed to the outbox transport (the simulator reads it)."""

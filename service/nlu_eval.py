@@ -13,10 +13,9 @@ import asyncio
 import os
 import re
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import yaml
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,7 @@ from phonenumbers import timezone as phone_timezones
 from redis.asyncio import Redis
 
 from bot.core.debtors import Debtor
+from bot.core.entities import Amount
 from channels.base import InboundMessage, OutboundMessage
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
@@ -136,8 +137,7 @@ class Processor:
                              debtor: Debtor, today: date) -> Understanding:
         if state.get("understanding"):
             stored = json.loads(state["understanding"])
-            return _understanding_from_json(stored, language=debtor.language, today=today,
-                                            text=message.body, currency=debtor.currency)
+            return _understanding_from_json(stored)
         understanding = await understand(message.body, debtor.language, self.engine, today=today,
                                          default_currency=debtor.currency)
         await self.inbound.update(message.message_id,
@@ -244,19 +244,14 @@ class Processor:
             raise LookupError(f"debtor {debtor_id} has no address for {channel}")
         await self.conversations.touch(debtor.id, channel=channel, language=debtor.language)
         sent = await self._send_template(debtor, channel, address, "reminder_first", {}, message_id)
-        marker = self.keys.inbound(message_id)
-        if await self.redis.hsetnx(marker, "engine_told", "1"):
+        if await self.redis.set(self.keys.reminder_told(message_id), "1", nx=True):
             await self.engine.trigger_intent(debtor.id, "EXTERNAL_reminder_sent", {
                 "debtor_id": debtor.id, "language": debtor.language, "channel": channel})
         return sent
 
 
-def _understanding_from_json(stored: dict[str, Any], *, language: str, today: date, text: str,
-                             currency: str) -> Understanding:
-    # Entities are stored normalised; rebuild the typed values from the JSON form.
-    from bot.core.entities import Amount
-    from decimal import Decimal
-
+def _understanding_from_json(stored: dict[str, Any]) -> Understanding:
+    """Entities are stored normalised; rebuild the typed values from their JSON form."""
     entities: dict[str, Any] = {}
     for name, value in (stored.get("entities") or {}).items():
         if name == "amount":
@@ -268,6 +263,3 @@ def _understanding_from_json(stored: dict[str, Any], *, language: str, today: da
     return Understanding(stored["intent"], float(stored["confidence"]), entities,
                          stored.get("source", "engine"), bool(stored.get("urgent")))
 
-
-def new_message_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
