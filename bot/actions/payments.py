@@ -115,6 +115,7 @@ class ActionOfferPlan(_NeedsVerification):
 def _offer(dispatcher, plan: Plan, debtor, exponent: int) -> list[EventType]:
     say(dispatcher, "offer_plan", installments=plan.installments,
         instalment_amount=_decimal_text(plan.instalment_minor, exponent),
+        first_amount=_decimal_text(plan.first_minor, exponent),
         currency=debtor.currency, frequency=plan.frequency,
         first_date=plan.first_date.isoformat(), total=str(debtor.balance))
     return [SlotSet("pending_offer", {"kind": "plan", **_plan_payload(plan, exponent)})]

@@ -1,8 +1,8 @@
 """Payment plans inside a creditor's policy: pure arithmetic on minor units, no I/O.
 
 Amounts are integers of minor units (cents, pence) so a schedule always sums exactly to the
-balance; the remainder of an uneven split goes to the first instalments, one minor unit each,
-so every schedule of the same balance and count looks the same.
+balance; the remainder of an uneven split goes to the first instalment, so every later
+instalment is the same amount, the one the offer names.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ class Plan:
         """The regular instalment (the first one carries any remainder)."""
         return self.amounts_minor[-1]
 
+    @property
+    def first_minor(self) -> int:
+        return self.amounts_minor[0]
+
 
 def split_minor(total_minor: int, parts: int) -> list[int]:
     if parts < 1:
@@ -51,7 +55,7 @@ def split_minor(total_minor: int, parts: int) -> list[int]:
     if total_minor < 0:
         raise ValueError("a balance cannot be negative")
     base, remainder = divmod(total_minor, parts)
-    return [base + (1 if i < remainder else 0) for i in range(parts)]
+    return [base + remainder] + [base] * (parts - 1)
 
 
 def add_months(start: date, months: int) -> date:

@@ -49,6 +49,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "offer_plan": {
         "installments": 6,
         "instalment_amount": "205.76",
+        "first_amount": "205.76",
         "currency": "EUR",
         "frequency": "monthly",
         "first_date": "2026-11-20",
