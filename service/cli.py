@@ -113,14 +113,28 @@ def understand(
     lang: str = typer.Option(..., "--lang", help="en, nl or de"),
     currency: Optional[str] = typer.Option(None, help="Currency for amounts that name none."),
     today: Optional[str] = typer.Option(None, help="Reference date (ISO) for relative dates."),
+    start_engine: bool = typer.Option(False, "--start-engine",
+                                      help="No engine running? Start one for this command (slow)."),
 ) -> None:
     """Print the understanding contract's JSON for one reply, through the live path."""
     if lang not in ("en", "nl", "de"):
         err.print("--lang must be en, nl or de")
         raise typer.Exit(2)
-    settings = _settings()
     reference = date.fromisoformat(today) if today else date.today()
-    print(_run(_understand(settings, text, lang, currency, reference)))
+    if not start_engine:
+        print(_run(_understand(_settings(), text, lang, currency, reference)))
+        return
+    from service.settings import new_token
+    from service.stack import Stack, free_port
+
+    env = {**os.environ, "NUDGE_ENGINE_URL": f"http://127.0.0.1:{free_port()}",
+           "NUDGE_ENGINE_TOKEN": new_token()}
+    stack = Stack(Settings.from_env(env), env, quiet=True)
+    try:
+        stack.start_engine_only()
+        print(_run(_understand(stack.settings, text, lang, currency, reference)))
+    finally:
+        stack.stop()
 
 
 async def _understand(settings: Settings, text: str, lang: str, currency: str | None, today: date) -> str:
@@ -132,7 +146,7 @@ async def _understand(settings: Settings, text: str, lang: str, currency: str | 
             result = await understand_reply(text, lang, engine, today=today, default_currency=currency)
         except EngineError as error:
             err.print(f"[red]the engine does not answer at {settings.engine_url}[/red] ({error}).\n"
-                      "Start it with `make run` (or `nudge up`) in another terminal.")
+                      "Start it with `make run` in another terminal, or add --start-engine.")
             raise typer.Exit(1) from None
     return contract_json(result, indent=2)
 
