@@ -224,7 +224,8 @@ def ensure_spec_model(spec: ModelSpec, *, retime_product: bool = True) -> tuple[
 
 
 class _train_lock:
-    """The same lock ensure_model() takes: never two trainings at once on this machine."""
+    """Never two benchmark trainings at once (they would share the two cores and both times
+    would be wrong). ensure_model() locks per model (<model>.lock), so it is not held off."""
 
     def __enter__(self):
         self._file = open(MODELS_DIR / ".train.lock", "w")

@@ -57,6 +57,19 @@ def debtor_zone(debtor: Debtor) -> ZoneInfo:
     return ZoneInfo("Europe/Amsterdam")
 
 
+REGION_LANGUAGES = {"NL": "nl", "BE": "nl", "SR": "nl", "DE": "de", "AT": "de", "CH": "de",
+                    "LI": "de", "LU": "de"}
+
+
+def guess_language(address: str) -> str:
+    """For a sender we do not know: the language of their phone number's country, else English."""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(address))
+    except phonenumbers.NumberParseException:
+        return "en"
+    return REGION_LANGUAGES.get(region or "", "en")
+
+
 def local_today(debtor: Debtor, now: float | None = None) -> date:
     return datetime.fromtimestamp(now or time.time(), debtor_zone(debtor)).date()
 
@@ -198,11 +211,12 @@ class Processor:
 
     async def _answer_unknown_sender(self, message: InboundMessage, conversation_id: str) -> None:
         await self.redis.sadd(f"{self.settings.key_prefix}:unknown_senders", conversation_id)
-        rendered = self.renderer.render("unknown_sender", channel=message.channel, language="en",
-                                        variables=self._common_vars(None, message.channel, "en"))
+        language = guess_language(message.address)
+        rendered = self.renderer.render("unknown_sender", channel=message.channel, language=language,
+                                        variables=self._common_vars(None, message.channel, language))
         await self.outbox.send(OutboundMessage(
             f"{message.message_id}:0", conversation_id, message.channel, message.address,
-            rendered.body, "unknown_sender", "en", rendered.subject))
+            rendered.body, "unknown_sender", language, rendered.subject))
 
     # --- outbound -------------------------------------------------------------------
     async def deliver(self, debtor: Debtor, channel: str, address: str,
