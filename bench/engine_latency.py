@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import sys
 import time
 from datetime import date
@@ -78,6 +79,7 @@ class Target:
         self.stack = Stack(self.settings, self.env, out=self.log)
         self.samples: dict[str, list[float]] = {"rest_raw": [], "rest_worker": [], "parse": []}
         self.responses = 0
+        self.by_intent: dict[str, list[float]] = {}   # REST raw ms by the understood intent
         self.empty_replies = 0
         self.errors: list[str] = []
         self.cold_start = 0.0
@@ -138,8 +140,11 @@ async def run(targets: list[Target], warm_up: list[tuple[str, str]],
                 if replies is not None:
                     target.responses += len(replies)
                     target.empty_replies += not replies
+                    raw_ms = target.samples["rest_raw"][-1]
                 await _timed(target, "parse", engine.parse(text))
                 understanding = await understand(text, language, engine, today=TODAY)
+                if replies is not None:
+                    target.by_intent.setdefault(understanding.intent, []).append(raw_ms)
                 if not understanding.is_keyword:
                     await _timed(target, "rest_worker", engine.send(
                         f"worker-{index}", understanding.engine_message(), meta))
@@ -202,6 +207,10 @@ def main() -> None:
                 "model_size_mb": size_mb(target.model),
                 "engine_cold_start_seconds": round(target.cold_start, 2),
                 "latency_ms": {kind: percentiles(values) for kind, values in target.samples.items()},
+                "rest_raw_ms_by_intent": {
+                    intent: {"n": len(v), "median": round(statistics.median(v), 1)}
+                    for intent, v in sorted(target.by_intent.items(),
+                                            key=lambda item: -statistics.median(item[1]))},
                 "memory_mib": target.memory(),
                 "bot_messages_per_reply": round(target.responses / max(1, answered), 2),
                 "replies_without_answer": target.empty_replies,

@@ -98,6 +98,7 @@ def summarise(key: str, label: str, models: list[dict]) -> dict:
                 "model": model["name"],
             }
     train = [m["training"].get("train_seconds") for m in models]
+    cpu = [m["training"].get("train_cpu_seconds") for m in models]
     return {
         "key": key, "label": label,
         "per_language": {lang: per_language[lang] for lang in LANGUAGES if lang in per_language},
@@ -105,6 +106,7 @@ def summarise(key: str, label: str, models: list[dict]) -> dict:
         "mean_engine_only_macro_f1": round(
             statistics.fmean(v["engine_only_macro_f1"] for v in per_language.values()), 4),
         "train_seconds": round(sum(train), 1) if None not in train else None,
+        "train_cpu_seconds": round(sum(cpu), 1) if None not in cpu else None,
         "size_mb": round(sum(m["size_mb"] for m in models), 1),
         "engine_rss_mib": round(sum(m["engine_memory_mib"].get("VmRSS", 0) for m in models), 1),
         "models": models,
@@ -113,13 +115,15 @@ def summarise(key: str, label: str, models: list[dict]) -> dict:
 
 def render(rows: list[dict]) -> str:
     head = (f"{'variant':<30}" + "".join(f"| {lang + ' F1':>7} {lang + ' acc':>7} " for lang in LANGUAGES)
-            + f"| {'mean F1':>7} | {'train s':>7} | {'size MB':>7} | {'RSS MiB':>7}")
+            + f"| {'mean F1':>7} | {'train s':>7} | {'CPU s':>6} | {'size MB':>7} | {'RSS MiB':>7}")
     lines = ["Held-out replies (tests/nlu_eval), live understanding path (pre-rules + engine):", "",
              head, "-" * len(head)]
     for row in rows:
         cells = "".join(f"| {row['per_language'][lang]['macro_f1']:>7.3f} "
                         f"{row['per_language'][lang]['accuracy']:>7.3f} " for lang in LANGUAGES)
         train = f"{row['train_seconds']:>7.0f}" if row["train_seconds"] is not None else f"{'?':>7}"
+        train += " | " + (f"{row['train_cpu_seconds']:>6.0f}" if row.get("train_cpu_seconds")
+                          is not None else f"{'?':>6}")
         lines.append(f"{row['label']:<30}{cells}| {row['mean_macro_f1']:>7.3f} | {train} | "
                      f"{row['size_mb']:>7.1f} | {row['engine_rss_mib']:>7.0f}")
     lines += ["", "Engine intent alone (no keyword pre-rules), macro-F1:", ""]
@@ -129,9 +133,10 @@ def render(rows: list[dict]) -> str:
         lines.append(f"{row['label']:<30}" + "".join(
             f"| {row['per_language'][lang]['engine_only_macro_f1']:>6.3f} " for lang in LANGUAGES)
             + f"| {row['mean_engine_only_macro_f1']:>6.3f}")
-    lines += ["", "train s: wall time of `rasa train` with an empty Rasa cache (per language: the sum of",
-              "three trainings); size MB: model archive(s) on disk; RSS MiB: engine VmRSS after the",
-              "evaluation (per language: three engines, summed)."]
+    lines += ["", "train s / CPU s: wall time and CPU time of `rasa train` with an empty Rasa cache (per",
+              "language: the sum of three trainings; CPU time is less disturbed by other load on the",
+              "machine); size MB: model archive(s) on disk; RSS MiB: engine VmRSS after the evaluation",
+              "(per language: three engines, summed)."]
     return "\n".join(lines)
 
 
