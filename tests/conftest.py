@@ -92,8 +92,9 @@ def product(redis_server) -> RunningStack:
     """The whole product, started once per session (the engine takes a while to load)."""
     env = stack_env(redis_server.rsplit("/", 1)[0] + "/1")
     settings = Settings.from_env(env)
-    log = open(ROOT / ".run" / "test-stack.log", "w") if (ROOT / ".run").exists() else None
-    stack = Stack(settings, env, out=log or open(os.devnull, "w"))
+    (ROOT / ".run").mkdir(exist_ok=True)
+    log = open(ROOT / ".run" / "test-stack.log", "w")  # every process's output, for post-mortems
+    stack = Stack(settings, env, out=log)
     try:
         stack.start_services()
     except Exception:
@@ -101,6 +102,7 @@ def product(redis_server) -> RunningStack:
         raise
     yield RunningStack(stack, env)
     stack.stop()
+    log.close()
 
 
 @pytest.fixture
