@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 from service.engine_model import (  # noqa: E402
     MODELS_DIR, RASA, RASA_VERSION, ensure_model, inputs_hash, model_path)
-from service.stack import APP_PYTHON, ENGINE_VENV, Stack, _http_ok, free_port  # noqa: E402
+from service.stack import APP_PYTHON, Stack, _http_ok, free_port  # noqa: E402
 
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
@@ -269,18 +269,6 @@ class PrivateRedis:
                 self.process.wait(5)
 
 
-def _engine_env(stack: Stack) -> dict[str, str]:
-    """The engine's environment exactly as Stack.start_services builds it."""
-    settings = stack.settings
-    host, port, db = settings.redis_parts
-    return dict(
-        stack.env, NUDGE_REDIS_HOST=host, NUDGE_REDIS_PORT=str(port), NUDGE_REDIS_DB=str(db),
-        NUDGE_ENGINE_KEY_PREFIX=settings.engine_key_prefix,
-        NUDGE_ACTIONS_PORT=str(settings.actions_port), NUDGE_ACTIONS_TOKEN=settings.actions_token,
-        PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3", RASA_TELEMETRY_ENABLED="false",
-    )
-
-
 def start_actions_and_engine(stack: Stack, model: Path) -> float:
     """Action server, then engine (Redis tracker and lock store, endpoints.yml), as
     Stack.start_services starts them, without gateway and worker. Returns the engine's cold
@@ -292,25 +280,10 @@ def start_actions_and_engine(stack: Stack, model: Path) -> float:
 
 
 def start_engine(stack: Stack, model: Path, *, with_endpoints: bool) -> float:
-    from urllib.parse import urlparse
-
-    settings = stack.settings
-    port = str(urlparse(settings.engine_url).port or 5005)
-    command = [str(ENGINE_VENV / "bin" / "rasa"), "run", "--enable-api", "--auth-token",
-               settings.engine_token, "--interface", "127.0.0.1", "--port", port,
-               "--model", str(model), "--credentials", "engine/credentials.yml"]
-    if with_endpoints:
-        command += ["--endpoints", "engine/endpoints.yml"]
+    """Spawn the engine as the product does; seconds until /status answers (cold start)."""
     started = time.monotonic()
-    stack._spawn("engine", command, env=_engine_env(stack))
-    status = f"{settings.engine_url}/status?token={settings.engine_token}"
-    deadline = started + 240
-    while not _http_ok(status):       # Stack._wait polls every 0.25 s; this is finer
-        if stack.first_exited() is not None:
-            raise RuntimeError(f"{stack.first_exited().name} exited while the engine started")
-        if time.monotonic() > deadline:
-            raise RuntimeError("the engine did not answer /status within 240 s")
-        time.sleep(0.05)
+    stack.spawn_engine(model, with_endpoints=with_endpoints)
+    stack._wait("engine", stack.engine_ready, 240)
     return time.monotonic() - started
 
 

@@ -64,6 +64,15 @@ class ConversationState:
         )
 
 
+# Escalating must be atomic: an action and a pre-check escalating at once, one wins.
+_ESCALATE = """
+if redis.call('HGET', KEYS[1], 'owner') == 'agent' then return 0 end
+redis.call('HSET', KEYS[1], 'owner', 'agent', 'reason', ARGV[2], 'agent', '',
+           'priority', ARGV[3], 'waiting_since', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+return 1
+"""
+
 # Claiming must be atomic: two agents clicking at once, one wins.
 _CLAIM = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -71,7 +80,6 @@ local agent = redis.call('HGET', KEYS[1], 'agent')
 if owner ~= 'agent' then return 'not_escalated' end
 if agent and agent ~= '' and agent ~= ARGV[1] then return 'taken:' .. agent end
 redis.call('HSET', KEYS[1], 'agent', ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
 return 'ok'
 """
 
@@ -80,6 +88,7 @@ class ConversationStore:
     def __init__(self, redis: Redis, keys: Keys):
         self.redis = redis
         self.keys = keys
+        self._escalate = redis.register_script(_ESCALATE)
         self._claim = redis.register_script(_CLAIM)
 
     async def get(self, conversation_id: str) -> ConversationState:
@@ -95,21 +104,16 @@ class ConversationStore:
 
     async def escalate(self, conversation_id: str, reason: str, *, urgent: bool = False) -> bool:
         """Move the conversation to the agent queue. False if an agent already has it."""
-        key = self.keys.conversation(conversation_id)
         priority_key = f"{reason}_urgent" if urgent and f"{reason}_urgent" in PRIORITY else reason
         priority = PRIORITY.get(priority_key, 5)
         now = time.time()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.hget(key, "owner")
-            (owner,) = await pipe.execute()
-        if _s(owner) == "agent":
+        escalated = await self._escalate(
+            keys=[self.keys.conversation(conversation_id), self.keys.agent_queue],
+            # Queue score: priority dominates, then the oldest first.
+            args=[conversation_id, reason, priority, now, priority * 1e11 + now],
+        )
+        if not escalated:
             return False
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"owner": "agent", "reason": reason, "agent": "",
-                                    "priority": priority, "waiting_since": now})
-            # Score: priority dominates, then the oldest first.
-            pipe.zadd(self.keys.agent_queue, {conversation_id: priority * 1e11 + now})
-            await pipe.execute()
         await self.add_event(conversation_id, "handoff", {"reason": reason, "urgent": urgent})
         return True
 
@@ -132,28 +136,12 @@ class ConversationStore:
             await pipe.execute()
         await self.add_event(conversation_id, "handed_back", {"agent": agent})
 
-    async def waiting(self) -> list[ConversationState]:
-        """Escalated conversations, most urgent first (claimed ones are no longer waiting)."""
+    async def escalated(self) -> list[ConversationState]:
+        """Every conversation an agent owns or should own, claimed or not, most urgent first."""
         ids = [_s(i) for i in await self.redis.zrange(self.keys.agent_queue, 0, -1)]
         return [await self.get(i) for i in ids]
 
-    async def escalated(self) -> list[ConversationState]:
-        """Every conversation an agent owns or should own, claimed or not."""
-        states = []
-        async for key in self.redis.scan_iter(match=self.keys.conversation("*")):
-            conversation_id = _s(key).rsplit(":", 1)[-1]
-            state = await self.get(conversation_id)
-            if state.owner == "agent":
-                states.append(state)
-        return sorted(states, key=lambda s: (PRIORITY.get(s.reason or "", 5), s.waiting_since or 0))
-
     # --- transcript -------------------------------------------------------------------
-    async def add_message(self, conversation_id: str, direction: str, message_id: str,
-                          body: str, **fields: Any) -> str:
-        entry = {"kind": "message", "direction": direction, "message_id": message_id,
-                 "body": body, "at": time.time(), **fields}
-        return await self._append(conversation_id, entry)
-
     async def add_event(self, conversation_id: str, name: str, data: dict[str, Any]) -> str:
         entry = {"kind": "event", "name": name, "at": time.time(), **data}
         return await self._append(conversation_id, entry)

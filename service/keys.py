@@ -47,7 +47,7 @@ class Keys:
 
     @property
     def agent_queue(self) -> str:
-        """Sorted set of conversations waiting for an agent, scored by priority then time."""
+        """Sorted set of conversations agents own (claimed or not), by priority then time."""
         return f"{self.prefix}:agent_queue"
 
     # --- messages ------------------------------------------------------------------

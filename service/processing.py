@@ -16,7 +16,6 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,7 +24,6 @@ from phonenumbers import timezone as phone_timezones
 from redis.asyncio import Redis
 
 from bot.core.debtors import Debtor
-from bot.core.entities import Amount
 from channels.base import InboundMessage, OutboundMessage
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
@@ -150,7 +148,7 @@ class Processor:
                              debtor: Debtor, today: date) -> Understanding:
         if state.get("understanding"):
             stored = json.loads(state["understanding"])
-            return _understanding_from_json(stored)
+            return Understanding.from_contract(stored)
         understanding = await understand(message.body, debtor.language, self.engine, today=today,
                                          default_currency=debtor.currency)
         await self.inbound.update(message.message_id,
@@ -262,18 +260,3 @@ class Processor:
             await self.engine.trigger_intent(debtor.id, "EXTERNAL_reminder_sent", {
                 "debtor_id": debtor.id, "language": debtor.language, "channel": channel})
         return sent
-
-
-def _understanding_from_json(stored: dict[str, Any]) -> Understanding:
-    """Entities are stored normalised; rebuild the typed values from their JSON form."""
-    entities: dict[str, Any] = {}
-    for name, value in (stored.get("entities") or {}).items():
-        if name == "amount":
-            entities[name] = Amount(Decimal(str(value["value"])), value.get("currency"))
-        elif name == "date":
-            entities[name] = date.fromisoformat(value)
-        else:
-            entities[name] = value
-    return Understanding(stored["intent"], float(stored["confidence"]), entities,
-                         stored.get("source", "engine"), bool(stored.get("urgent")))
-

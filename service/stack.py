@@ -99,23 +99,11 @@ class Stack:
         self._wait("redis", lambda: redis_answers(url), 20)
 
     def start_services(self, *, model: Path | None = None, workers: int = 1) -> None:
+        """Action server, engine, gateway and workers; all spawned first, then awaited, so
+        their start-ups overlap."""
         model = model or ensure_model(log=self._say)
-        host, port, db = self.settings.redis_parts
-        engine_env = dict(
-            self.env, NUDGE_REDIS_HOST=host, NUDGE_REDIS_PORT=str(port), NUDGE_REDIS_DB=str(db),
-            NUDGE_ENGINE_KEY_PREFIX=self.settings.engine_key_prefix,
-            NUDGE_ACTIONS_PORT=str(self.settings.actions_port),
-            NUDGE_ACTIONS_TOKEN=self.settings.actions_token,
-            PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3", RASA_TELEMETRY_ENABLED="false",
-        )
-        engine_port = str(urlparse(self.settings.engine_url).port or 5005)
         self._spawn("actions", [APP_PYTHON, "-m", "service.action_server"])
-        self._spawn("engine", [
-            str(ENGINE_VENV / "bin" / "rasa"), "run", "--enable-api", "--auth-token",
-            self.settings.engine_token, "--interface", "127.0.0.1", "--port", engine_port,
-            "--model", str(model), "--endpoints", "engine/endpoints.yml",
-            "--credentials", "engine/credentials.yml",
-        ], env=engine_env)
+        self.spawn_engine(model)
         self._spawn("gateway", [APP_PYTHON, "-m", "service.gateway"])
         for index in range(workers):
             self._spawn(f"worker{index + 1}" if workers > 1 else "worker",
@@ -123,21 +111,42 @@ class Stack:
         self._wait("actions", lambda: _http_ok(f"http://127.0.0.1:{self.settings.actions_port}/health"), 60)
         self._wait("gateway", lambda: _http_ok(
             f"http://{self.settings.gateway_host}:{self.settings.gateway_port}/healthz"), 60)
-        self._wait("engine", lambda: _http_ok(
-            f"{self.settings.engine_url}/status?token={self.settings.engine_token}"), 240)
+        self._wait("engine", self.engine_ready, 240)
 
-    def start_engine_only(self, model: Path | None = None) -> None:
-        """Just the engine with its NLU and an in-memory tracker: enough for /model/parse."""
-        model = model or ensure_model(log=self._say)
+    def start_engine_only(self, model: Path | None = None) -> float:
+        """Just the engine with its NLU and an in-memory tracker: enough for /model/parse.
+        Returns its cold start: seconds from spawning it until /status answers."""
+        started = time.monotonic()
+        self.spawn_engine(model or ensure_model(log=self._say), with_endpoints=False)
+        self._wait("engine", self.engine_ready, 240)
+        return time.monotonic() - started
+
+    def spawn_engine(self, model: Path, *, with_endpoints: bool = True) -> Child:
+        """The Rasa engine on loopback with its token; with_endpoints: Redis tracker and lock
+        stores and the action server (engine/endpoints.yml), else in-memory and no actions."""
         port = str(urlparse(self.settings.engine_url).port or 5005)
-        self._spawn("engine", [
+        command = [
             str(ENGINE_VENV / "bin" / "rasa"), "run", "--enable-api", "--auth-token",
             self.settings.engine_token, "--interface", "127.0.0.1", "--port", port,
             "--model", str(model), "--credentials", "engine/credentials.yml",
-        ], env=dict(self.env, PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3",
-                    RASA_TELEMETRY_ENABLED="false"))
-        self._wait("engine", lambda: _http_ok(
-            f"{self.settings.engine_url}/status?token={self.settings.engine_token}"), 240)
+        ]
+        if with_endpoints:
+            command += ["--endpoints", "engine/endpoints.yml"]
+        return self._spawn("engine", command, env=self.engine_env())
+
+    def engine_env(self) -> dict[str, str]:
+        """What engine/endpoints.yml reads, from our settings (one source of truth)."""
+        host, port, db = self.settings.redis_parts
+        return dict(
+            self.env, NUDGE_REDIS_HOST=host, NUDGE_REDIS_PORT=str(port), NUDGE_REDIS_DB=str(db),
+            NUDGE_ENGINE_KEY_PREFIX=self.settings.engine_key_prefix,
+            NUDGE_ACTIONS_PORT=str(self.settings.actions_port),
+            NUDGE_ACTIONS_TOKEN=self.settings.actions_token,
+            PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3", RASA_TELEMETRY_ENABLED="false",
+        )
+
+    def engine_ready(self) -> bool:
+        return _http_ok(f"{self.settings.engine_url}/status?token={self.settings.engine_token}")
 
     def start_worker(self, name: str = "worker") -> Child:
         return self._spawn(name, [APP_PYTHON, "-m", "service.worker"])
@@ -153,7 +162,7 @@ class Stack:
             dead = [c for c in self.children if c.process.poll() is not None]
             if dead:
                 raise StackError(f"{dead[0].name} exited with code {dead[0].process.returncode}")
-            time.sleep(0.25)
+            time.sleep(0.05)
         raise StackError(f"{name} did not become ready within {seconds:.0f} s")
 
     def _say(self, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from bot.core.entities import Amount, normalise_entities
@@ -28,7 +29,6 @@ class Understanding:
     entities: dict[str, Any] = field(default_factory=dict)   # normalised: Amount, date, int, str
     source: str = "engine"          # "engine" or "prerule:<rule name>"
     urgent: bool = False
-    ranking: tuple[tuple[str, float], ...] = ()
 
     @property
     def is_keyword(self) -> bool:
@@ -51,6 +51,20 @@ class Understanding:
                 "entities": self.entities_json(), "source": self.source,
                 **({"urgent": True} if self.urgent else {})}
 
+    @classmethod
+    def from_contract(cls, stored: dict[str, Any]) -> "Understanding":
+        """The inverse of `to_contract`: typed entities back from their JSON form."""
+        entities: dict[str, Any] = {}
+        for name, value in (stored.get("entities") or {}).items():
+            if name == "amount":
+                entities[name] = Amount(Decimal(str(value["value"])), value.get("currency"))
+            elif name == "date":
+                entities[name] = date.fromisoformat(value)
+            else:
+                entities[name] = value
+        return cls(stored["intent"], float(stored["confidence"]), entities,
+                   stored.get("source", "engine"), bool(stored.get("urgent")))
+
     def engine_message(self) -> str:
         return f"/{self.intent}{json.dumps(self.entities_json(), ensure_ascii=False)}"
 
@@ -72,14 +86,11 @@ async def understand(text: str, language: str, engine: EngineClient, *, today: d
         # the statistical guess: missing one of these is worse than a rare false alarm.
         return Understanding(rule.intent, 1.0, entities, f"prerule:{rule.rule}", rule.urgent)
     intent = parsed.get("intent") or {}
-    ranking = tuple((r.get("name"), float(r.get("confidence") or 0))
-                    for r in (parsed.get("intent_ranking") or [])[:5])
     name = intent.get("name") or "nlu_fallback"
     if name == "nlu_fallback":
         # FallbackClassifier: below the threshold. The contract has out_of_scope for this.
         name = "out_of_scope"
-    return Understanding(name, float(intent.get("confidence") or 0.0), entities, "engine",
-                         False, ranking)
+    return Understanding(name, float(intent.get("confidence") or 0.0), entities, "engine")
 
 
 def contract_json(understanding: Understanding, indent: int | None = None) -> str:

@@ -21,7 +21,8 @@ from rasa_sdk.types import DomainDict
 from bot.actions.context import context, debtor_of, is_verified, say, today_of
 from bot.actions.handoff import handoff_events
 from bot.actions.verification import start_verification
-from bot.core.plans import Plan, propose_plan
+from bot.core.debtors import minor_digits, minor_to_decimal
+from bot.core.plans import propose_plan
 
 
 def request_entities(tracker: Tracker) -> dict[str, Any]:
@@ -35,25 +36,16 @@ def request_entities(tracker: Tracker) -> dict[str, Any]:
     return {e["entity"]: e["value"] for e in entities}
 
 
-def _minor(amount: Any, exponent: int) -> int | None:
+def _minor(amount: Any, currency: str) -> int | None:
+    """The amount entity ({"value": "50", ...}) in the debtor's minor units."""
     value = amount.get("value") if isinstance(amount, dict) else amount
     if value in (None, ""):
         return None
-    return int((Decimal(str(value)) * (10 ** exponent)).to_integral_value())
+    return int(Decimal(str(value)).scaleb(minor_digits(currency)).to_integral_value())
 
 
-def _decimal_text(minor: int, exponent: int) -> str:
-    return str(Decimal(minor).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))
-
-
-def _plan_payload(plan: Plan, exponent: int) -> dict[str, Any]:
-    return {
-        "installments": plan.installments,
-        "frequency": plan.frequency,
-        "first_date": plan.first_date.isoformat(),
-        "amounts": [_decimal_text(a, exponent) for a in plan.amounts_minor],
-        "dates": [d.isoformat() for d in plan.dates],
-    }
+def _money(minor: int, currency: str) -> str:
+    return str(minor_to_decimal(minor, currency))
 
 
 class _NeedsVerification(Action, abc.ABC):
@@ -77,12 +69,6 @@ class _NeedsVerification(Action, abc.ABC):
         """Say what the verified debtor asked for; return the events."""
 
 
-def _exponent(debtor) -> int:
-    from babel.numbers import get_currency_precision
-
-    return get_currency_precision(debtor.currency)
-
-
 class ActionBalance(_NeedsVerification):
     def name(self) -> str:
         return "action_balance"
@@ -94,31 +80,35 @@ class ActionBalance(_NeedsVerification):
         return []
 
 
+def _offer_for_request(dispatcher, tracker, debtor, entities: dict[str, Any]) -> list[EventType]:
+    """Offer the plan nearest to what was asked: a count of instalments, or an amount each."""
+    installments = entities.get("installments")
+    plan, _ = propose_plan(
+        debtor.balance_minor, context().policy, today_of(tracker),
+        installments=int(installments) if installments else None,
+        frequency=entities.get("frequency"),
+        amount_per_instalment_minor=None if installments
+        else _minor(entities.get("amount"), debtor.currency),
+    )
+    currency = debtor.currency
+    say(dispatcher, "offer_plan", installments=plan.installments,
+        instalment_amount=_money(plan.instalment_minor, currency),
+        first_amount=_money(plan.first_minor, currency),
+        currency=currency, frequency=plan.frequency,
+        first_date=plan.first_date.isoformat(), total=str(debtor.balance))
+    offer = {"kind": "plan", "installments": plan.installments, "frequency": plan.frequency,
+             "first_date": plan.first_date.isoformat(),
+             "amounts": [_money(a, currency) for a in plan.amounts_minor],
+             "dates": [d.isoformat() for d in plan.dates]}
+    return [SlotSet("pending_offer", offer)]
+
+
 class ActionOfferPlan(_NeedsVerification):
     def name(self) -> str:
         return "action_offer_plan"
 
     async def answer(self, dispatcher, tracker, debtor):
-        entities = request_entities(tracker)
-        exponent = _exponent(debtor)
-        installments = entities.get("installments")
-        plan, _ = propose_plan(
-            debtor.balance_minor, context().policy, today_of(tracker),
-            installments=int(installments) if installments else None,
-            frequency=entities.get("frequency"),
-            amount_per_instalment_minor=_minor(entities.get("amount"), exponent)
-            if entities.get("installments") is None else None,
-        )
-        return _offer(dispatcher, plan, debtor, exponent)
-
-
-def _offer(dispatcher, plan: Plan, debtor, exponent: int) -> list[EventType]:
-    say(dispatcher, "offer_plan", installments=plan.installments,
-        instalment_amount=_decimal_text(plan.instalment_minor, exponent),
-        first_amount=_decimal_text(plan.first_minor, exponent),
-        currency=debtor.currency, frequency=plan.frequency,
-        first_date=plan.first_date.isoformat(), total=str(debtor.balance))
-    return [SlotSet("pending_offer", {"kind": "plan", **_plan_payload(plan, exponent)})]
+        return _offer_for_request(dispatcher, tracker, debtor, request_entities(tracker))
 
 
 class ActionCounterOffer(_NeedsVerification):
@@ -127,21 +117,13 @@ class ActionCounterOffer(_NeedsVerification):
 
     async def answer(self, dispatcher, tracker, debtor):
         entities = request_entities(tracker)
-        exponent = _exponent(debtor)
-        amount_minor = _minor(entities.get("amount"), exponent)
-        installments = entities.get("installments")
-        if amount_minor is None and not installments:
+        amount_minor = _minor(entities.get("amount"), debtor.currency)
+        if amount_minor is None and not entities.get("installments"):
             say(dispatcher, "fallback")
             return []
         if amount_minor is not None and amount_minor >= debtor.balance_minor:
             return await ActionPayInFull().answer(dispatcher, tracker, debtor)
-        plan, _ = propose_plan(
-            debtor.balance_minor, context().policy, today_of(tracker),
-            installments=int(installments) if installments else None,
-            frequency=entities.get("frequency"),
-            amount_per_instalment_minor=None if installments else amount_minor,
-        )
-        return _offer(dispatcher, plan, debtor, exponent)
+        return _offer_for_request(dispatcher, tracker, debtor, entities)
 
 
 class ActionPayInFull(_NeedsVerification):
