@@ -84,6 +84,45 @@ class Keys:
     def promise(self, debtor_id: str) -> str:
         return f"{self.prefix}:promise:{debtor_id}"
 
-    def suppression(self, channel: str, address: str) -> str:
-        """Present when this address opted out of this channel."""
-        return f"{self.prefix}:suppressed:{channel}:{address}"
+    def suppression(self, channel: str, address_digest: str) -> str:
+        """Present when an address opted out of a channel. The address is kept only as a keyed
+        digest (service/suppression.py): an opt-out outlives the erasure of the debtor."""
+        return f"{self.prefix}:suppressed:{channel}:{address_digest}"
+
+    # --- contact rules (service/contact_rules.py) ----------------------------------
+    def stop_states(self, debtor_id: str) -> str:
+        """Hash: stop-state name -> JSON {reason, since, source, by}. Present = automation paused."""
+        return f"{self.prefix}:stop:{debtor_id}"
+
+    def contact_log(self, debtor_id: str, channel: str) -> str:
+        """Sorted set of unsolicited messages sent on a channel: message id scored by send time
+        (frequency caps count it; entries older than the longest cap window are trimmed)."""
+        return f"{self.prefix}:contacts:{debtor_id}:{channel}"
+
+    def preferences(self, debtor_id: str) -> str:
+        """Hash of contact preferences the debtor stated (not_before, not_after, channels)."""
+        return f"{self.prefix}:prefs:{debtor_id}"
+
+    @property
+    def deferred(self) -> str:
+        """Sorted set: outbound message ids held by the contact rules, scored by when to retry."""
+        return f"{self.prefix}:deferred"
+
+    def deferred_message(self, message_id: str) -> str:
+        """Hash: what a deferred message needs to be planned again (debtor, kind, template...)."""
+        return f"{self.prefix}:deferred_msg:{message_id}"
+
+    # --- data protection (service/privacy.py, service/audit.py) ----------------------
+    @property
+    def audit(self) -> str:
+        """Append-only stream: every state change and every view of debtor data by a person."""
+        return f"{self.prefix}:audit"
+
+    def tombstone(self, pseudonym: str) -> str:
+        """Restricted record kept after an erasure where a legal obligation keeps one."""
+        return f"{self.prefix}:tombstone:{pseudonym}"
+
+    # --- people ----------------------------------------------------------------------
+    def user(self, username: str) -> str:
+        """Hash: a console/CLI user's role and argon2id password hash."""
+        return f"{self.prefix}:user:{username}"
