@@ -1,6 +1,6 @@
 """The agent's side of a handoff: reply on the debtor's channel and hand back to the bot.
 
-Agent replies go through the same send path as the bot's (suppression checked, send-once
+Agent replies go through the same send path as the bot's (the contact rules, the send-once
 transport) and are written into the engine's tracker as bot turns, so when the bot takes the
 conversation back its history is whole (design.md, Handoff).
 """
@@ -14,13 +14,15 @@ from typing import AsyncIterator
 
 import redis.asyncio as aioredis
 
-from channels.base import OutboundMessage
+from bot.core.contact_policy import Decision
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
 from service.engine import EngineClient
 from service.keys import Keys
-from service.outbox import OutboxTransport
+from service.processing import Processor
+from service.sending import PlannedMessage
 from service.settings import Settings
+from service.templates import TemplateRenderer
 
 
 class AgentDesk:
@@ -31,7 +33,8 @@ class AgentDesk:
         self.engine = engine
         self.conversations = ConversationStore(redis, self.keys)
         self.debtors = RedisDebtorStore(redis, self.keys)
-        self.outbox = OutboxTransport(redis, self.keys)
+        self.processor = Processor(settings, redis, engine, TemplateRenderer(
+            settings.templates_dir, company_name=settings.company_name))
 
     @classmethod
     @asynccontextmanager
@@ -44,7 +47,9 @@ class AgentDesk:
             await engine.close()
             await client.aclose()
 
-    async def reply(self, conversation_id: str, agent: str, text: str) -> bool:
+    async def reply(self, conversation_id: str, agent: str, text: str) -> Decision:
+        """Send an agent's message through the contact rules. Refused or deferred messages
+        come back as the decision, with the reason to show the agent."""
         state = await self.conversations.get(conversation_id)
         if state.owner != "agent" or state.agent != agent:
             raise LookupError(f"{agent} does not own {conversation_id}: claim it first")
@@ -53,19 +58,27 @@ class AgentDesk:
             raise LookupError(f"no debtor {conversation_id}")
         channel = state.channel or debtor.preferred_channel
         address = debtor.email if channel == "email" else debtor.phone
-        if await self.redis.exists(self.keys.suppression(channel, address)):
-            await self.conversations.add_event(conversation_id, "held",
-                                               {"reason": "opted_out", "agent": agent})
-            raise LookupError(f"{conversation_id} opted out of {channel}: the message was not sent")
-        sent = await self.outbox.send(OutboundMessage(
-            f"agent-{uuid.uuid4().hex}", conversation_id, channel, address, text,
-            "agent_message", debtor.language, extra={"agent": agent}))
-        await self.engine.append_events(conversation_id, [
-            {"event": "bot", "text": text, "timestamp": time.time(), "metadata": {"agent": agent}}])
-        return sent
+        if not address:
+            raise LookupError(f"{conversation_id} has no address for {channel}")
+        decision = await self.processor.sender.send(PlannedMessage(
+            f"agent-{uuid.uuid4().hex}", debtor.id, channel, address, "agent_message", "agent",
+            {"text": text}), debtor=debtor)
+        if decision.verdict != "refuse":
+            await self.engine.append_events(conversation_id, [
+                {"event": "bot", "text": text, "timestamp": time.time(), "metadata": {"agent": agent}}])
+        await self.processor.rules.audit.record(agent, "conversation.reply", debtor_id=debtor.id,
+                                                verdict=decision.verdict, reason=decision.reason)
+        return decision
 
     async def hand_back(self, conversation_id: str, agent: str) -> None:
+        blocking = await self.processor.rules.stop_states.blocking_bot(conversation_id)
+        if blocking:
+            raise LookupError(f"{conversation_id} is in stop-state {', '.join(blocking)}: "
+                              "the bot may not answer until a supervisor lifts it "
+                              "(nudge stop lift)")
         await self.conversations.hand_back(conversation_id, agent)
+        await self.processor.rules.audit.record(agent, "conversation.hand_back",
+                                                debtor_id=conversation_id)
         # The paused turn ended without the engine listening; record that it listens now, or
         # the next reply would be read as coming in the middle of the hand-off action.
         now = time.time()

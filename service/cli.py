@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 import uuid
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Optional
 
@@ -336,18 +336,28 @@ def agent_reply(conversation: str, text: str, agent: str = typer.Option(..., "--
     """Reply to the debtor on the channel they last used."""
     settings = _settings()
     try:
-        _run(_agent_reply(settings, conversation, text, agent))
+        decision = _run(_agent_reply(settings, conversation, text, agent))
     except LookupError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None
-    console.print("sent")
+    if decision.verdict == "send":
+        console.print("sent")
+    elif decision.verdict == "defer":
+        console.print(f"[yellow]held until {decision.until:%Y-%m-%d %H:%M} UTC: {decision.detail}[/yellow]")
+    else:
+        err.print(f"[red]not sent ({decision.reason}): {decision.detail}[/red]")
+        raise typer.Exit(1)
 
 
 @agent_app.command("handback")
 def agent_handback(conversation: str, agent: str = typer.Option(..., "--as")) -> None:
     """Hand the conversation back to the bot."""
     settings = _settings()
-    _run(_handback(settings, conversation, agent))
+    try:
+        _run(_handback(settings, conversation, agent))
+    except LookupError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
     console.print(f"{conversation} is back with the bot")
 
 
@@ -362,11 +372,11 @@ async def _with_conversations(settings: Settings, action):
         await client.aclose()
 
 
-async def _agent_reply(settings: Settings, conversation_id: str, text: str, agent: str) -> None:
+async def _agent_reply(settings: Settings, conversation_id: str, text: str, agent: str):
     from service.agent import AgentDesk
 
     async with AgentDesk.connect(settings) as desk:
-        await desk.reply(conversation_id, agent, text)
+        return await desk.reply(conversation_id, agent, text)
 
 
 async def _handback(settings: Settings, conversation_id: str, agent: str) -> None:
@@ -374,6 +384,116 @@ async def _handback(settings: Settings, conversation_id: str, agent: str) -> Non
 
     async with AgentDesk.connect(settings) as desk:
         await desk.hand_back(conversation_id, agent)
+
+
+# --- stop-states, preferences, people ---------------------------------------------------
+stop_app = typer.Typer(help="Stop-states that pause automation (dispute, attorney, ...).")
+prefs_app = typer.Typer(help="Contact preferences a debtor stated.")
+users_app = typer.Typer(help="People who use the console and the CLI.")
+app.add_typer(stop_app, name="stop")
+app.add_typer(prefs_app, name="prefs")
+app.add_typer(users_app, name="users")
+
+
+def _password(prompt: str = "Password") -> str:
+    return os.environ.get("NUDGE_PASSWORD") or typer.prompt(prompt, hide_input=True)
+
+
+async def _with_rules(settings: Settings, action):
+    from service.contact_rules import ContactConfig, ContactRules
+    from service.keys import Keys
+
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        rules = ContactRules(client, Keys(settings.key_prefix),
+                             ContactConfig.load(settings.policies_dir), settings.pseudonym_key)
+        return await action(client, rules)
+    finally:
+        await client.aclose()
+
+
+@stop_app.command("list")
+def stop_list(debtor: str) -> None:
+    """A debtor's stop-states, since when and why."""
+    settings = _settings()
+    states = _run(_with_rules(settings, lambda _c, rules: rules.stop_states.active(debtor)))
+    table = Table("state", "since", "source", "by")
+    for name, record in sorted(states.items()):
+        since = datetime.fromtimestamp(record["since"]).strftime("%Y-%m-%d %H:%M")
+        table.add_row(name, since, record.get("source", ""), record.get("by", ""))
+    console.print(table if states else f"{debtor} has no stop-states")
+
+
+@stop_app.command("lift")
+def stop_lift(debtor: str, state: str, by: str = typer.Option(..., "--by", help="Your username."),
+              note: str = typer.Option("", help="Why it may be lifted (kept in the audit log).")) -> None:
+    """Lift a stop-state: only someone whose role the policy names may (password asked)."""
+    from service.contact_rules import StopStateError
+    from service.users import UserError, Users
+
+    settings = _settings()
+    password = _password()
+
+    async def lift(client, rules):
+        role = await Users(client, rules.keys).authenticate(by, password)
+        await rules.stop_states.lift(debtor, state, by=by, role=role, note=note)
+
+    try:
+        _run(_with_rules(settings, lift))
+    except (StopStateError, UserError) as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{state} lifted for {debtor}")
+
+
+@prefs_app.command("set")
+def prefs_set(debtor: str,
+              not_before: str = typer.Option("", help="Earliest local time, HH:MM."),
+              not_after: str = typer.Option("", help="Latest local time, HH:MM."),
+              channels: str = typer.Option("", help="Only these channels, e.g. email or sms,email."),
+              by: str = typer.Option(..., "--by", help="Who records it.")) -> None:
+    """Record what the debtor asked for ("not before noon", "email only")."""
+    from bot.core.contact_policy import Preferences
+
+    mapping = {"not_before": not_before, "not_after": not_after, "channels": channels}
+    try:
+        Preferences.from_mapping(mapping)
+    except ValueError as error:
+        err.print(f"[red]not a time: {error}[/red]")
+        raise typer.Exit(2) from None
+    bad = set(filter(None, channels.split(","))) - {"sms", "whatsapp", "email"}
+    if bad:
+        err.print(f"[red]unknown channels {sorted(bad)}[/red]")
+        raise typer.Exit(2)
+
+    async def store(client, rules):
+        await client.delete(rules.keys.preferences(debtor))
+        await client.hset(rules.keys.preferences(debtor),
+                          mapping={k: v for k, v in mapping.items() if v} or {"set": "1"})
+        await rules.audit.record(by, "preferences.set", debtor_id=debtor, **mapping)
+
+    _run(_with_rules(_settings(), store))
+    console.print(f"preferences recorded for {debtor}")
+
+
+@users_app.command("add")
+def users_add(username: str, role: str = typer.Option(..., help="agent, supervisor, manager or admin")) -> None:
+    """Add a person (password asked, or NUDGE_PASSWORD)."""
+    from service.users import UserError, Users
+
+    settings = _settings()
+    password = _password("Password (12+ characters)")
+
+    async def add(client, rules):
+        await Users(client, rules.keys).add(username, role, password)
+        await rules.audit.record("cli", "user.add", username=username, role=role)
+
+    try:
+        _run(_with_rules(settings, add))
+    except UserError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{username} ({role}) added")
 
 
 # --- evaluation -----------------------------------------------------------------------

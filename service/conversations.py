@@ -95,12 +95,14 @@ class ConversationStore:
         data = await self.redis.hgetall(self.keys.conversation(conversation_id))
         return ConversationState.from_hash(conversation_id, _decode(data))
 
-    async def touch(self, conversation_id: str, *, channel: str, language: str) -> None:
-        """Remember the channel and language the debtor last used."""
-        await self.redis.hset(
-            self.keys.conversation(conversation_id),
-            mapping={"channel": channel, "language": language, "updated": time.time()},
-        )
+    async def touch(self, conversation_id: str, *, channel: str, language: str,
+                    inbound_at: float | None = None) -> None:
+        """Remember the channel and language last used, and when the debtor last wrote (the
+        contact rules treat messages soon after that as replies, not unsolicited contact)."""
+        mapping: dict[str, Any] = {"channel": channel, "language": language, "updated": time.time()}
+        if inbound_at is not None:
+            mapping["last_inbound"] = inbound_at
+        await self.redis.hset(self.keys.conversation(conversation_id), mapping=mapping)
 
     async def escalate(self, conversation_id: str, reason: str, *, urgent: bool = False) -> bool:
         """Move the conversation to the agent queue. False if an agent already has it."""

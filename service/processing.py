@@ -24,7 +24,8 @@ from phonenumbers import timezone as phone_timezones
 from redis.asyncio import Redis
 
 from bot.core.debtors import Debtor
-from channels.base import InboundMessage, OutboundMessage
+from channels.base import InboundMessage
+from service.contact_rules import ContactConfig, ContactRules
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
 from service.engine import EngineClient
@@ -33,6 +34,7 @@ from service.keys import Keys
 from service.logs import get_logger
 from service.metrics import PROCESSING_LATENCY
 from service.outbox import OutboxTransport
+from service.sending import PlannedMessage, Sender
 from service.settings import Settings
 from service.templates import TemplateRenderer
 from service.understanding import Understanding, understand
@@ -72,12 +74,27 @@ def local_today(debtor: Debtor, now: float | None = None) -> date:
     return datetime.fromtimestamp(now or time.time(), debtor_zone(debtor)).date()
 
 
+#: What each template the dialogue names is, for the contact rules (contact_policy.KINDS).
+#: Anything not listed is an ordinary reply.
+TEMPLATE_KINDS = {
+    "vulnerability_support": "support",
+    "optout_confirmation": "opt_out_confirmation",
+    "optin_confirmation": "confirmation",
+    "help_reply": "confirmation",
+    "handoff": "confirmation",
+    "wrong_number_ack": "confirmation",
+    "cease_ack": "confirmation",
+    "unknown_sender": "confirmation",
+}
+
+
 @dataclass
 class Processor:
     settings: Settings
     redis: Redis
     engine: EngineClient
     renderer: TemplateRenderer
+    contact_config: ContactConfig | None = None
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.key_prefix)
@@ -85,6 +102,10 @@ class Processor:
         self.conversations = ConversationStore(self.redis, self.keys)
         self.inbound = InboundStore(self.redis, self.keys)
         self.outbox = OutboxTransport(self.redis, self.keys)
+        config = self.contact_config or ContactConfig.load(self.settings.policies_dir)
+        self.rules = ContactRules(self.redis, self.keys, config, self.settings.pseudonym_key)
+        self.sender = Sender(self.redis, self.keys, self.rules, self.renderer, self.common_vars,
+                             on_sent=self._tell_engine)
 
     # --- inbound --------------------------------------------------------------------
     async def process_pending(self, conversation_id: str) -> int:
@@ -124,7 +145,8 @@ class Processor:
     async def _process_debtor_message(self, message: InboundMessage, state: dict[str, str],
                                       debtor: Debtor) -> None:
         conversation_id, language = debtor.id, debtor.language
-        await self.conversations.touch(conversation_id, channel=message.channel, language=language)
+        await self.conversations.touch(conversation_id, channel=message.channel, language=language,
+                                       inbound_at=message.received_at)
         today = local_today(debtor, message.received_at)
         understanding = await self._understanding(message, state, debtor, today)
 
@@ -190,31 +212,46 @@ class Processor:
         return None
 
     async def _keyword(self, message: InboundMessage, debtor: Debtor, understanding: Understanding) -> None:
-        key = self.keys.suppression(message.channel, message.address)
+        """Carrier keywords and a request to cease communication: answered here, never by the
+        engine, with at most one confirmation and no collection content."""
+        reply_id = f"{message.message_id}:0"
+        suppressions = self.rules.suppressions
         if understanding.intent == "opt_out":
-            first_time = await self.redis.set(key, "keyword", nx=True)
+            first_time = await suppressions.suppress(message.channel, message.address, "keyword",
+                                                     whatsapp_phone=debtor.phone)
             await self.conversations.add_event(debtor.id, "opted_out",
                                                {"channel": message.channel, "via": understanding.source})
+            await self.rules.audit.record("debtor", "opt_out", debtor_id=debtor.id,
+                                          channel=message.channel, via="keyword")
             if first_time:  # at most one confirmation
-                await self._send_template(debtor, message.channel, message.address, "optout_confirmation",
-                                          {}, f"{message.message_id}:0", ignore_suppression=True)
+                await self._send(debtor, message, "optout_confirmation", {}, reply_id)
         elif understanding.intent == "opt_in":
-            await self.redis.delete(key)
+            await suppressions.lift(message.channel, message.address)
             await self.conversations.add_event(debtor.id, "opted_in", {"channel": message.channel})
-            await self._send_template(debtor, message.channel, message.address, "optin_confirmation",
-                                      {}, f"{message.message_id}:0")
+            await self.rules.audit.record("debtor", "opt_in", debtor_id=debtor.id,
+                                          channel=message.channel)
+            await self._send(debtor, message, "optin_confirmation", {}, reply_id)
+        elif understanding.intent == "cease_communication":
+            new = await self.rules.stop_states.set(debtor.id, "cease_communication",
+                                                   source=understanding.source)
+            await self.conversations.escalate(debtor.id, "cease_communication")
+            if new:
+                await self._send(debtor, message, "cease_ack", {}, reply_id)
         else:
-            await self._send_template(debtor, message.channel, message.address, "help_reply", {},
-                                      f"{message.message_id}:0", ignore_suppression=True)
+            await self._send(debtor, message, "help_reply", {}, reply_id)
+
+    async def _send(self, debtor: Debtor, message: InboundMessage, template: str,
+                    variables: dict[str, Any], message_id: str) -> None:
+        await self.sender.send(PlannedMessage(
+            message_id, debtor.id, message.channel, message.address, template,
+            TEMPLATE_KINDS.get(template, "reply"), variables))
 
     async def _answer_unknown_sender(self, message: InboundMessage, conversation_id: str) -> None:
         await self.redis.sadd(f"{self.settings.key_prefix}:unknown_senders", conversation_id)
-        language = guess_language(message.address)
-        rendered = self.renderer.render("unknown_sender", channel=message.channel, language=language,
-                                        variables=self._common_vars(None, message.channel, language))
-        await self.outbox.send(OutboundMessage(
-            f"{message.message_id}:0", conversation_id, message.channel, message.address,
-            rendered.body, "unknown_sender", language, rendered.subject))
+        await self.sender.send(PlannedMessage(
+            f"{message.message_id}:0", None, message.channel, message.address, "unknown_sender",
+            "confirmation", language=guess_language(message.address),
+            conversation_id=conversation_id))
 
     # --- outbound -------------------------------------------------------------------
     async def deliver(self, debtor: Debtor, channel: str, address: str,
@@ -224,30 +261,28 @@ class Processor:
             if not isinstance(custom, dict) or "template" not in custom:
                 log.error("engine_response_without_template", conversation=debtor.id)
                 continue
-            await self._send_template(debtor, channel, address, custom["template"],
-                                      custom.get("vars") or {}, f"{base_id}:{index}")
+            template = custom["template"]
+            await self.sender.send(PlannedMessage(
+                f"{base_id}:{index}", debtor.id, channel, address, template,
+                TEMPLATE_KINDS.get(template, "reply"), custom.get("vars") or {}), debtor=debtor)
 
-    async def _send_template(self, debtor: Debtor, channel: str, address: str, template: str,
-                             variables: dict[str, Any], message_id: str, *,
-                             ignore_suppression: bool = False) -> bool:
-        if not ignore_suppression and await self.redis.exists(self.keys.suppression(channel, address)):
-            await self.conversations.add_event(debtor.id, "held",
-                                               {"message_id": message_id, "reason": "opted_out"})
-            return False
-        rendered = self.renderer.render(template, channel=channel, language=debtor.language,
-                                        variables={**self._common_vars(debtor, channel, debtor.language),
-                                                   **variables})
-        return await self.outbox.send(OutboundMessage(
-            message_id, debtor.id, channel, address, rendered.body, template, debtor.language,
-            rendered.subject))
-
-    def _common_vars(self, debtor: Debtor | None, channel: str, language: str) -> dict[str, Any]:
-        return {"first_name": debtor.first_name if debtor else "", "company": self.settings.company_name,
+    def common_vars(self, debtor: Debtor | None, channel: str, language: str,
+                    template: str) -> dict[str, Any]:
+        """What every template receives. `jurisdiction` and `first_contact` choose the required
+        disclosure partial; creditor and product are only for templates that may name them."""
+        country = debtor.country if debtor else None
+        return {"first_name": debtor.first_name if debtor else "",
+                "company": self.settings.company_name,
                 "channel": channel, "language": language,
-                "unsubscribe_url": f"{self.settings.public_url}/unsubscribe"}
+                "unsubscribe_url": f"{self.settings.public_url}/unsubscribe",
+                "jurisdiction": self.rules.config.jurisdictions.pack_for(country).name,
+                "first_contact": template == "reminder_first",
+                "creditor": debtor.creditor if debtor else "",
+                "product": debtor.product if debtor else ""}
 
-    async def send_reminder(self, debtor_id: str, channel: str, message_id: str) -> bool:
-        """The first reminder of a debtor, and the engine told of it (EXTERNAL_reminder_sent)."""
+    async def send_reminder(self, debtor_id: str, channel: str, message_id: str) -> str:
+        """The first reminder of a debtor, through the contact rules; the engine is told of it
+        (EXTERNAL_reminder_sent) once it went out. Returns the verdict: send, defer or refuse."""
         debtor = await self.debtors.get(debtor_id)
         if debtor is None:
             raise LookupError(f"no debtor {debtor_id}")
@@ -255,8 +290,19 @@ class Processor:
         if not address:
             raise LookupError(f"debtor {debtor_id} has no address for {channel}")
         await self.conversations.touch(debtor.id, channel=channel, language=debtor.language)
-        sent = await self._send_template(debtor, channel, address, "reminder_first", {}, message_id)
-        if await self.redis.set(self.keys.reminder_told(message_id), "1", nx=True):
-            await self.engine.trigger_intent(debtor.id, "EXTERNAL_reminder_sent", {
-                "debtor_id": debtor.id, "language": debtor.language, "channel": channel})
-        return sent
+        decision = await self.sender.send(PlannedMessage(
+            message_id, debtor.id, channel, address, "reminder_first", "reminder",
+            tell_engine=True), debtor=debtor)
+        return decision.verdict
+
+    async def _tell_engine(self, plan: PlannedMessage) -> None:
+        # Marked after the call: if the engine is down the job retries and tells it then (a
+        # second trigger after a crash right here is harmless; a missing one is not).
+        told = self.keys.reminder_told(plan.message_id)
+        if await self.redis.exists(told):
+            return
+        debtor = await self.debtors.get(plan.debtor_id or "")
+        await self.engine.trigger_intent(plan.debtor_id or "", "EXTERNAL_reminder_sent", {
+            "debtor_id": plan.debtor_id, "language": debtor.language if debtor else "en",
+            "channel": plan.channel})
+        await self.redis.set(told, "1")

@@ -52,6 +52,8 @@ class Settings:
     engine_key_prefix: str = "nudgeengine"
     actions_port: int = 5055
     actions_token: str = field(default="", repr=False)
+    # Keys the digests of addresses kept after erasure (suppressions) and audit pseudonyms.
+    pseudonym_key: str = field(default="", repr=False)
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
@@ -66,6 +68,7 @@ class Settings:
     simulator_enabled: bool = True
     log_level: str = "INFO"
     templates_dir: Path = PROJECT_ROOT / "message_templates"
+    policies_dir: Path = PROJECT_ROOT / "policies"
     state_dir: Path = PROJECT_ROOT / ".run"
 
     @classmethod
@@ -96,6 +99,7 @@ class Settings:
             engine_key_prefix=engine_prefix,
             actions_port=_int(env, "NUDGE_ACTIONS_PORT", cls.actions_port, low=1),
             actions_token=env.get("NUDGE_ACTIONS_TOKEN", ""),
+            pseudonym_key=env.get("NUDGE_PSEUDONYM_KEY", ""),
             gateway_host=env.get("NUDGE_GATEWAY_HOST", cls.gateway_host),
             gateway_port=gateway_port,
             public_url=env.get("NUDGE_PUBLIC_URL", f"http://127.0.0.1:{gateway_port}").rstrip("/"),
@@ -111,6 +115,7 @@ class Settings:
             log_level=env.get("NUDGE_LOG_LEVEL", "INFO").upper(),
             templates_dir=Path(env.get("NUDGE_TEMPLATES_DIR", str(PROJECT_ROOT / "message_templates"))),
             state_dir=Path(env.get("NUDGE_STATE_DIR", str(PROJECT_ROOT / ".run"))),
+            policies_dir=Path(env.get("NUDGE_POLICIES_DIR", str(PROJECT_ROOT / "policies"))),
         )
 
     def require_tokens(self) -> None:
@@ -144,10 +149,11 @@ def read_local_secrets(state_dir: Path) -> dict[str, str]:
 
 
 def ensure_local_secrets(state_dir: Path) -> dict[str, str]:
-    """Tokens for the engine and action server, made once per checkout, readable by its owner only."""
+    """Tokens for the engine and action server and the pseudonym key, made once per checkout,
+    readable by its owner only."""
     secrets_now = read_local_secrets(state_dir)
     changed = False
-    for name in ("NUDGE_ENGINE_TOKEN", "NUDGE_ACTIONS_TOKEN"):
+    for name in ("NUDGE_ENGINE_TOKEN", "NUDGE_ACTIONS_TOKEN", "NUDGE_PSEUDONYM_KEY"):
         if not secrets_now.get(name):
             secrets_now[name] = new_token()
             changed = True

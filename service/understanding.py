@@ -18,8 +18,9 @@ from bot.core.entities import Amount, normalise_entities
 from bot.core.keywords import match_prerules
 from service.engine import EngineClient
 
-# Carrier keywords the worker answers itself (opt-out, opt-in, help): never the dialogue's.
-KEYWORD_INTENTS = {"opt_out", "opt_in", "help"}
+# What the worker answers itself, never the dialogue: carrier keywords (opt-out, opt-in, help)
+# and a request to cease all communication (not an intent of the engine's contract).
+KEYWORD_INTENTS = {"opt_out", "opt_in", "help", "cease_communication"}
 
 
 @dataclass(frozen=True)

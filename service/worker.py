@@ -54,7 +54,7 @@ async def process_conversation(ctx: dict[str, Any], conversation_id: str) -> int
         raise Retry(defer=_backoff(ctx)) from error
 
 
-async def send_reminder(ctx: dict[str, Any], debtor_id: str, channel: str, message_id: str) -> bool:
+async def send_reminder(ctx: dict[str, Any], debtor_id: str, channel: str, message_id: str) -> str:
     try:
         return await ctx["processor"].send_reminder(debtor_id, channel, message_id)
     except EngineError as error:
@@ -62,7 +62,8 @@ async def send_reminder(ctx: dict[str, Any], debtor_id: str, channel: str, messa
 
 
 async def sweep(ctx: dict[str, Any]) -> int:
-    """Enqueue conversations with pending messages that no job holds (after a crash)."""
+    """Enqueue conversations with pending messages that no job holds (after a crash), and
+    plan again the deferred messages that are due."""
     processor: Processor = ctx["processor"]
     keys, redis = processor.keys, processor.redis
     found = 0
@@ -75,6 +76,10 @@ async def sweep(ctx: dict[str, Any]) -> int:
             found += 1
     if found:
         log.info("sweep_requeued", conversations=found)
+    # Messages the contact rules deferred (night, caps, a broken template) whose time has come.
+    released = await processor.sender.release_due()
+    if released:
+        log.info("deferred_released", messages=released)
     return found
 
 

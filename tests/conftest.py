@@ -66,6 +66,7 @@ def stack_env(redis_url: str, **extra: str) -> dict[str, str]:
         "NUDGE_ENGINE_TOKEN": new_token(),
         "NUDGE_ACTIONS_PORT": str(free_port()),
         "NUDGE_ACTIONS_TOKEN": new_token(),
+        "NUDGE_PSEUDONYM_KEY": new_token(),
         "NUDGE_GATEWAY_PORT": str(gateway_port),
         "NUDGE_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
         "NUDGE_STATE_DIR": str(ROOT / ".run" / "test"),

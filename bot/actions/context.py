@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from bot.core.debtors import Debtor
 from bot.core.plans import PlanPolicy
+from service.contact_rules import ContactConfig, ContactRules
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
 from service.keys import Keys
@@ -31,6 +32,7 @@ class ActionContext:
     debtors: RedisDebtorStore
     conversations: ConversationStore
     policy: PlanPolicy
+    rules: ContactRules  # stop-states, suppressions and the audit log
 
 
 _context: ActionContext | None = None
@@ -39,8 +41,10 @@ _context: ActionContext | None = None
 def configure(redis: Redis, settings: Settings) -> ActionContext:
     global _context
     keys = Keys(settings.key_prefix)
+    rules = ContactRules(redis, keys, ContactConfig.load(settings.policies_dir),
+                         settings.pseudonym_key)
     _context = ActionContext(redis, keys, settings, RedisDebtorStore(redis, keys),
-                             ConversationStore(redis, keys), PlanPolicy())
+                             ConversationStore(redis, keys), PlanPolicy(), rules)
     return _context
 
 

@@ -12,7 +12,9 @@ from rasa_sdk.events import ActiveLoop, ConversationPaused, EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from bot.actions.context import context, message_metadata, say
+from bot.actions.context import context, debtor_of, message_metadata, say
+from bot.core.keywords import opt_out_channels
+from service.suppression import address_digest
 
 # Crisis lines by the debtor's language; shown when vulnerability is reported.
 HELPLINES = {
@@ -22,8 +24,24 @@ HELPLINES = {
 }
 
 
+#: Reasons that are stop-states: automation pauses until a person with the right role lifts it
+#: (policies/contact.yml). Other reasons (a request for a person, a complaint) only hand over.
+STOP_STATE_REASONS = frozenset({"dispute", "attorney", "bankruptcy", "deceased", "vulnerability",
+                                "hardship", "wrong_number"})
+
+
 async def handoff_events(tracker: Tracker, reason: str, *, urgent: bool = False) -> list[EventType]:
-    await context().conversations.escalate(tracker.sender_id, reason, urgent=urgent)
+    ctx = context()
+    if reason in STOP_STATE_REASONS:
+        metadata = message_metadata(tracker)
+        digest = None
+        if reason == "wrong_number" and metadata.get("address"):
+            # Nothing more goes to the address that is somebody else's, on any phone channel.
+            address = metadata["address"]
+            digest = address_digest(ctx.settings.pseudonym_key, address)
+        await ctx.rules.stop_states.set(tracker.sender_id, reason,
+                                        source=f"intent:{reason}", address_digest_=digest)
+    await ctx.conversations.escalate(tracker.sender_id, reason, urgent=urgent)
     return [ActiveLoop(None), ConversationPaused()]
 
 
@@ -50,7 +68,9 @@ class ActionHandoff(Action):
 
 
 class ActionOptOut(Action):
-    """An opt-out said in words ("please stop texting me"): suppress this channel and address."""
+    """An opt-out said in words: "please stop texting me" suppresses the channel it came on;
+    "stop emailing me" sent by text suppresses email. Either way WhatsApp is suppressed too
+    (service/suppression.py says why)."""
 
     def name(self) -> str:
         return "action_opt_out"
@@ -59,9 +79,26 @@ class ActionOptOut(Action):
         metadata = message_metadata(tracker)
         channel, address = metadata.get("channel"), metadata.get("address")
         ctx = context()
+        debtor = await debtor_of(tracker)
+        first_time = False
         if channel and address:
-            await ctx.redis.set(ctx.keys.suppression(channel, address), "opt_out_intent")
-            await ctx.conversations.add_event(tracker.sender_id, "opted_out",
-                                              {"channel": channel, "via": "opt_out_intent"})
-        say(dispatcher, "optout_confirmation")
+            for target in sorted(opt_out_channels(metadata.get("text") or "", channel)):
+                target_address = address if target == channel else _address_for(debtor, target)
+                if not target_address:
+                    continue
+                first_time |= await ctx.rules.suppressions.suppress(
+                    target, target_address, "opt_out_intent",
+                    whatsapp_phone=debtor.phone if debtor else None)
+                await ctx.conversations.add_event(tracker.sender_id, "opted_out",
+                                                  {"channel": target, "via": "opt_out_intent"})
+                await ctx.rules.audit.record("debtor", "opt_out", debtor_id=tracker.sender_id,
+                                             channel=target, via="opt_out_intent")
+        if first_time:  # at most one confirmation
+            say(dispatcher, "optout_confirmation")
         return [ActiveLoop(None)]
+
+
+def _address_for(debtor, channel: str) -> str | None:
+    if debtor is None:
+        return None
+    return debtor.email if channel == "email" else debtor.phone

@@ -37,6 +37,7 @@ class PreRuleMatch:
     """What a pre-rule decided about a message, before the engine sees it."""
 
     # "opt_out" | "opt_in" | "help" | "vulnerability" | "deceased" | "attorney" | "bankruptcy"
+    # | "cease_communication"
     intent: str
     rule: str  # stable name of the rule that matched, e.g. "carrier_keyword:STOP", "self_harm:en"
     urgent: bool = False  # self-harm: stop collection, give crisis information, escalate now
@@ -132,11 +133,13 @@ class _PhraseRule:
 
 
 def _rules(category: str, intent: str, lang: str, *patterns: str, unless: str | None = None,
-           urgent: bool = False, cased: bool = False) -> list[_PhraseRule]:
+           urgent: bool = False, cased: bool = False,
+           negatable: bool | None = None) -> list[_PhraseRule]:
     return [
         _PhraseRule(category, intent, lang, re.compile(pattern, 0 if cased else re.IGNORECASE),
                     re.compile(unless, re.IGNORECASE) if unless else None,
-                    negatable=not urgent, urgent=urgent, cased=cased)
+                    negatable=(not urgent) if negatable is None else negatable,
+                    urgent=urgent, cased=cased)
         for pattern in patterns
     ]
 
@@ -258,9 +261,37 @@ _BANKRUPTCY = [
             r"\bschuldenbereinigungsplan\b"),
 ]
 
-# In priority order: self-harm first (urgent), then the states that end contact outright.
-_PHRASE_RULES: tuple[_PhraseRule, ...] = (*_SELF_HARM, *_DECEASED, *_BANKRUPTCY, *_ATTORNEY)
-_CATEGORY_ORDER = ("self_harm", "deceased", "bankruptcy", "attorney")
+# A request to stop all communication (FDCPA 805(c)), broader than an opt-out of one channel
+# ("stop texting me", which the engine reads as opt_out). The phrases carry their own negation
+# ("do not contact me again"), so they are not skipped when negated.
+_CEASE = [
+    *_rules("cease", "cease_communication", "en",
+            r"\bcease (?:all |any )?(?:further )?(?:communications?|contact)\b",
+            r"\bcease and desist\b",
+            r"\bstop (?:all|any) (?:further )?(?:communications?|contact)\b",
+            r"\bno further (?:communications?|contact)\b",
+            r"\b(?:never|do not|don't|dont) (?:contact|write to|message) me (?:ever )?again\b",
+            negatable=False),
+    *_rules("cease", "cease_communication", "nl",
+            r"\bneem (?:nooit )?geen contact meer (?:met mij |met me )?op\b",
+            r"\bstop (?:alle|elke|ieder) (?:vorm van )?(?:communicatie|contact)\b",
+            r"\b(?:elk|ieder|alle) contact (?:stoppen|staken|beeindigen|beëindigen)\b",
+            r"\bgeen (?:enkel )?contact meer\b",
+            negatable=False),
+    *_rules("cease", "cease_communication", "de",
+            r"\bstellen sie (?:jegliche|alle|die|jede) (?:kommunikation|kontaktaufnahme) ein\b",
+            r"\b(?:kein|keinen|keinerlei) (?:weiteren )?kontakt mehr\b",
+            r"\bkontaktieren sie mich (?:nie|nicht) mehr\b",
+            r"\b(?:jegliche|jede) (?:weitere )?(?:kommunikation|kontaktaufnahme) "
+            r"(?:einstellen|unterlassen)\b",
+            negatable=False),
+]
+
+# In priority order: self-harm first (urgent), then the states that end contact outright;
+# a cease request names no reason, so it comes after the states that do.
+_PHRASE_RULES: tuple[_PhraseRule, ...] = (*_SELF_HARM, *_DECEASED, *_BANKRUPTCY, *_ATTORNEY,
+                                          *_CEASE)
+_CATEGORY_ORDER = ("self_harm", "deceased", "bankruptcy", "attorney", "cease")
 
 _NEGATION = re.compile(
     r"\b(?:not|never|don't|dont|doesn't|isn't|aren't|wasn't|haven't|hasn't|niet|nooit|nicht|nie"
@@ -316,3 +347,19 @@ def match_prerules(text: str, lang: str) -> PreRuleMatch | None:
     switch any rule off, since these rules guard debtors and the law.
     """
     return _match_keyword(text) or _match_phrase(text, lang)
+
+
+# Which channel a natural-language opt-out names: "stop emailing me" sent by text is about
+# email. A message that names no channel applies to the channel it came on.
+_CHANNEL_WORDS = {
+    "email": re.compile(r"\b(?:e-?mail\w*|mails?|mailen|mailtjes?)\b", re.IGNORECASE),
+    "sms": re.compile(r"\b(?:texts?|texting|sms\w*|smsjes?|smsen|messages? to my phone)\b",
+                      re.IGNORECASE),
+    "whatsapp": re.compile(r"\b(?:whats ?app\w*|appen|appjes?)\b", re.IGNORECASE),
+}
+
+
+def opt_out_channels(text: str, channel: str) -> set[str]:
+    """The channels an opt-out in words applies to: those it names, else the one it came on."""
+    named = {name for name, pattern in _CHANNEL_WORDS.items() if pattern.search(text)}
+    return named or {channel}

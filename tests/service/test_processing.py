@@ -24,7 +24,7 @@ DEMO = Path(__file__).resolve().parents[2] / "data" / "demo_portfolio.csv"
 
 @pytest_asyncio.fixture
 async def processor(redis_url):
-    settings = Settings.from_env({"REDIS_URL": redis_url})
+    settings = Settings.from_env({"REDIS_URL": redis_url, "NUDGE_PSEUDONYM_KEY": "test-key"})
     client = aioredis.from_url(redis_url)
     await import_file(DEMO, RedisDebtorStore(client, Keys()))
     # Nothing listens here: these paths must not need the engine.
@@ -59,5 +59,5 @@ async def test_stop_is_answered_once_without_the_engine_and_suppresses_the_addre
     await processor.process_pending(debtor.id)
     sent = await _sent(processor, debtor.id)
     assert [m["template"] for m in sent] == ["optout_confirmation"]
-    assert await processor.redis.exists(processor.keys.suppression("sms", debtor.phone))
-    assert not await processor.redis.exists(processor.keys.suppression("email", debtor.email))
+    assert await processor.rules.suppressions.is_suppressed("sms", debtor.phone)
+    assert not await processor.rules.suppressions.is_suppressed("email", debtor.email)

@@ -1,0 +1,198 @@
+"""The one send path. Bot replies, reminders, confirmations and agent replies all become a
+``PlannedMessage`` and go through ``Sender.send``:
+
+    contact rules  ->  send | defer | refuse
+    send:    render (lint included) -> send-once transport -> count it for the caps
+    defer:   keep the plan, retry at the decision's time (``release_due``, run by the worker)
+    refuse:  record why in the transcript; nothing goes out
+
+Nothing is lost on the way: a deferred plan lives in Redis until it is sent or refused, a plan
+whose template fails to render is kept and retried (the template can be fixed), and the
+transport is exactly-once per message id, so a retry after a crash cannot send twice.
+
+The template is rendered when the message goes out, not when it is planned: a message
+deferred overnight uses the template text that is live in the morning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bot.core.contact_policy import Decision
+from bot.core.debtors import Debtor
+from channels.base import OutboundMessage
+from service.contact_rules import ContactRules
+from service.conversations import ConversationStore
+from service.debtor_store import RedisDebtorStore
+from service.keys import Keys
+from service.logs import get_logger
+from service.outbox import OutboxTransport
+from service.templates import TemplateError, TemplateRenderer
+
+log = get_logger("sending")
+
+#: A plan whose template does not render waits this long before the next attempt.
+TEMPLATE_RETRY = timedelta(minutes=15)
+#: While one worker re-plans a due message, others leave it alone this long (then a crashed
+#: worker's claim expires and another takes it; the transport still sends at most once).
+RELEASE_LEASE_SECONDS = 120
+
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return due
+"""
+
+
+@dataclass(frozen=True)
+class PlannedMessage:
+    message_id: str
+    debtor_id: str | None        # None: an unknown sender
+    channel: str
+    address: str
+    template: str
+    kind: str                    # a contact_policy.KINDS entry
+    variables: dict[str, Any] = field(default_factory=dict)
+    language: str | None = None  # default: the debtor's
+    tone: str = "soft"
+    conversation_id: str | None = None  # default: the debtor id
+    tell_engine: bool = False    # a business-initiated message the dialogue must know about
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "PlannedMessage":
+        return cls(**json.loads(raw))
+
+
+class Sender:
+    def __init__(self, redis: Redis, keys: Keys, rules: ContactRules, renderer: TemplateRenderer,
+                 common_vars, on_sent=None):
+        """`common_vars(debtor, channel, language, template)` gives the variables every
+        template receives (company, first name, unsubscribe link, disclosures...).
+        `on_sent(plan)` (async) runs after a message with `tell_engine` went out."""
+        self.on_sent = on_sent
+        self.redis = redis
+        self.keys = keys
+        self.rules = rules
+        self.renderer = renderer
+        self.common_vars = common_vars
+        self.outbox = OutboxTransport(redis, keys)
+        self.conversations = ConversationStore(redis, keys)
+        self.debtors = RedisDebtorStore(redis, keys)
+        self._claim_due = redis.register_script(_CLAIM_DUE)
+
+    async def send(self, plan: PlannedMessage, *, debtor: Debtor | None = None,
+                   now: datetime | None = None) -> Decision:
+        now = now or datetime.now(timezone.utc)
+        if debtor is None and plan.debtor_id:
+            debtor = await self.debtors.get(plan.debtor_id)
+            if debtor is None:
+                return await self._refuse(plan, Decision("refuse", "unknown_debtor",
+                                                         f"no debtor {plan.debtor_id}"))
+        if await self.redis.exists(self.keys.outbound(plan.message_id)):
+            # A retry after a crash: the message went out; finish what follows a send.
+            if plan.tell_engine and self.on_sent is not None:
+                await self.on_sent(plan)
+            await self._forget_deferred(plan.message_id)
+            return Decision("send", "already_sent", "this message id went out before")
+        decision = await self.rules.decide(debtor, plan.channel, plan.address, plan.kind, now)
+        if decision.verdict == "refuse":
+            return await self._refuse(plan, decision)
+        if decision.verdict == "defer":
+            return await self._defer(plan, decision)
+        return await self._deliver(plan, debtor, decision, now)
+
+    async def _deliver(self, plan: PlannedMessage, debtor: Debtor | None, decision: Decision,
+                       now: datetime) -> Decision:
+        language = plan.language or (debtor.language if debtor else "en")
+        try:
+            rendered = self.renderer.render(
+                plan.template, channel=plan.channel, language=language, tone=plan.tone,
+                variables={**self.common_vars(debtor, plan.channel, language, plan.template),
+                           **plan.variables})
+        except TemplateError as e:
+            log.error("template_failed", template=plan.template, language=language,
+                      channel=plan.channel, error=str(e))
+            held = Decision("defer", "template_invalid", str(e), now + TEMPLATE_RETRY)
+            return await self._defer(plan, held)
+        conversation_id = plan.conversation_id or plan.debtor_id or ""
+        sent = await self.outbox.send(OutboundMessage(
+            plan.message_id, conversation_id, plan.channel, plan.address, rendered.body,
+            plan.template, language, rendered.subject, tone=plan.tone,
+            extra={"kind": plan.kind}))
+        if sent and plan.debtor_id:
+            await self.rules.record_sent(plan.debtor_id, plan.channel, plan.message_id,
+                                         plan.kind, now)
+        if plan.tell_engine and self.on_sent is not None:
+            await self.on_sent(plan)  # idempotent on its side: retried until it succeeds
+        await self._forget_deferred(plan.message_id)
+        return decision
+
+    async def _refuse(self, plan: PlannedMessage, decision: Decision) -> Decision:
+        await self._forget_deferred(plan.message_id)
+        conversation_id = plan.conversation_id or plan.debtor_id
+        if conversation_id:
+            await self.conversations.add_event(conversation_id, "refused", {
+                "message_id": plan.message_id, "template": plan.template, "kind": plan.kind,
+                "channel": plan.channel, "reason": decision.reason, "detail": decision.detail})
+        log.info("send_refused", message_id=plan.message_id, reason=decision.reason)
+        return decision
+
+    async def _defer(self, plan: PlannedMessage, decision: Decision) -> Decision:
+        assert decision.until is not None
+        key = self.keys.deferred_message(plan.message_id)
+        first = not await self.redis.exists(key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"plan": plan.to_json(), "debtor_id": plan.debtor_id or "",
+                                    "reason": decision.reason, "until": decision.until.timestamp()})
+            pipe.zadd(self.keys.deferred, {plan.message_id: decision.until.timestamp()})
+            await pipe.execute()
+        conversation_id = plan.conversation_id or plan.debtor_id
+        if first and conversation_id:
+            await self.conversations.add_event(conversation_id, "deferred", {
+                "message_id": plan.message_id, "template": plan.template, "kind": plan.kind,
+                "channel": plan.channel, "reason": decision.reason, "detail": decision.detail,
+                "until": decision.until.isoformat()})
+        log.info("send_deferred", message_id=plan.message_id, reason=decision.reason,
+                 until=decision.until.isoformat())
+        return decision
+
+    async def _forget_deferred(self, message_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.deferred, message_id)
+            pipe.delete(self.keys.deferred_message(message_id))
+            await pipe.execute()
+
+    async def release_due(self, now: datetime | None = None, *, batch: int = 200) -> int:
+        """Plan again every deferred message whose time has come. Returns how many were tried."""
+        now = now or datetime.now(timezone.utc)
+        due = await self._claim_due(keys=[self.keys.deferred],
+                                    args=[now.timestamp(), now.timestamp() + RELEASE_LEASE_SECONDS,
+                                          batch])
+        for raw_id in due:
+            message_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            stored = await self.redis.hget(self.keys.deferred_message(message_id), "plan")
+            if stored is None:
+                await self.redis.zrem(self.keys.deferred, message_id)
+                continue
+            await self.send(PlannedMessage.from_json(stored), now=now)
+        return len(due)
+
+    async def deferred_for(self, debtor_id: str) -> list[dict[str, Any]]:
+        """The messages waiting for a debtor, with why and until when (for agents and export)."""
+        result = []
+        for raw_id, score in await self.redis.zrange(self.keys.deferred, 0, -1, withscores=True):
+            data = await self.redis.hgetall(self.keys.deferred_message(raw_id.decode()))
+            if data.get(b"debtor_id", b"").decode() == debtor_id:
+                plan = json.loads(data[b"plan"])
+                result.append({"message_id": raw_id.decode(), "template": plan["template"],
+                               "channel": plan["channel"], "reason": data[b"reason"].decode(),
+                               "until": datetime.fromtimestamp(score, timezone.utc).isoformat()})
+        return result
