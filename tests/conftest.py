@@ -88,10 +88,27 @@ class RunningStack:
         return self.settings.public_url
 
 
+def always_open_policies(directory: Path) -> Path:
+    """The real contact policy with every contact window open all day. End-to-end tests run at
+    whatever hour CI runs them; the windows themselves are tested with a controllable clock
+    (tests/core/test_contact_windows.py, tests/compliance/test_situations.py)."""
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "policies" / "contact.yml", directory / "contact.yml")
+    jurisdictions = yaml.safe_load((ROOT / "policies" / "jurisdictions.yml").read_text())
+    for pack in jurisdictions["packs"].values():
+        for day in ("weekday", "saturday", "sunday", "public_holiday"):
+            pack[day] = "00:00-24:00"
+    (directory / "jurisdictions.yml").write_text(yaml.safe_dump(jurisdictions))
+    return directory
+
+
 @pytest.fixture(scope="session")
-def product(redis_server) -> RunningStack:
+def product(redis_server, tmp_path_factory) -> RunningStack:
     """The whole product, started once per session (the engine takes a while to load)."""
-    env = stack_env(redis_server.rsplit("/", 1)[0] + "/1")
+    policies = always_open_policies(tmp_path_factory.mktemp("policies"))
+    env = stack_env(redis_server.rsplit("/", 1)[0] + "/1", NUDGE_POLICIES_DIR=str(policies))
     settings = Settings.from_env(env)
     (ROOT / ".run").mkdir(exist_ok=True)
     log = open(ROOT / ".run" / "test-stack.log", "w")  # every process's output, for post-mortems

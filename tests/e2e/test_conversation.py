@@ -47,6 +47,7 @@ async def _reset(product, debtor_id: str) -> None:
     keys = Keys(product.settings.key_prefix)
     await client.delete(keys.conversation(debtor_id), keys.transcript(debtor_id),
                         keys.pending(debtor_id), keys.arrangement(debtor_id), keys.promise(debtor_id),
+                        keys.stop_states(debtor_id), keys.contact_log(debtor_id, "sms"),
                         f"{product.settings.engine_key_prefix}:tracker:{debtor_id}")
     await client.zrem(keys.agent_queue, debtor_id)
     async for key in client.scan_iter(match=keys.suppression("*", "*")):
@@ -135,6 +136,11 @@ async def test_handoff_silences_the_bot_and_hand_back_resumes_it(product, portfo
         async with AgentDesk.connect(product.settings) as desk:
             await desk.conversations.claim(debtor_id, "alice")
             await desk.reply(debtor_id, "alice", "Hi, this is Alice. I will check the contract.")
+            # A dispute is a stop-state: the bot may not take over until a supervisor lifts it.
+            with pytest.raises(LookupError, match="stop-state dispute"):
+                await desk.hand_back(debtor_id, "alice")
+            await desk.processor.rules.stop_states.lift(debtor_id, "dispute", by="sam",
+                                                        role="supervisor", note="contract checked")
             await desk.hand_back(debtor_id, "alice")
         agent_message = [e for e in await phone.new_entries() if e.get("direction") == "out"]
         assert agent_message[0]["template"] == "agent_message"
@@ -153,7 +159,7 @@ async def test_opt_out_keyword_confirms_once_and_holds_later_messages(product, p
         await phone.send("what do i owe")
         entries = await phone.new_entries(until_templates=1, timeout=5)
         assert not [e for e in entries if e.get("direction") == "out"]
-        assert any(e.get("name") == "held" for e in entries)
+        assert any(e.get("name") == "refused" and e.get("reason") == "opted_out" for e in entries)
         assert templates(await phone.say("START")) == ["optin_confirmation"]
 
 
