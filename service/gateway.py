@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from channels import simulator
 from service import appkeys as K
+from service import unsubscribe
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
 from service.inbound import InboundStore, enqueue_processing
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    unsubscribe.add_routes(app)
     if settings.simulator_enabled:
         add_simulator_routes(app)
     return app

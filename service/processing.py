@@ -38,6 +38,7 @@ from service.sending import PlannedMessage, Sender
 from service.settings import Settings
 from service.templates import TemplateRenderer
 from service.understanding import Understanding, understand
+from service.unsubscribe import unsubscribe_url
 
 log = get_logger("worker")
 
@@ -274,7 +275,9 @@ class Processor:
         return {"first_name": debtor.first_name if debtor else "",
                 "company": self.settings.company_name,
                 "channel": channel, "language": language,
-                "unsubscribe_url": f"{self.settings.public_url}/unsubscribe",
+                "unsubscribe_url": (unsubscribe_url(self.settings.public_url,
+                                                    self.settings.pseudonym_key, debtor.id)
+                                    if debtor else ""),
                 "jurisdiction": self.rules.config.jurisdictions.pack_for(country).name,
                 "first_contact": template == "reminder_first",
                 "creditor": debtor.creditor if debtor else "",
