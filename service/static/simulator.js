@@ -398,8 +398,10 @@
         return `Opted out${channel ? ` of ${channel}` : ''}${event.via ? ` (${humanize(event.via)})` : ''}`;
       case 'opted_in':
         return `Opted in again${channel ? ` on ${channel}` : ''}`;
-      case 'held':
-        return `A bot reply was held${event.reason ? `: ${humanize(event.reason)}` : ''}`;
+      case 'deferred':
+        return `A ${humanize(event.template || 'message')} message waits until ${new Date(event.until).toLocaleString()}: ${humanize(event.reason || '')}`;
+      case 'refused':
+        return `A ${humanize(event.template || 'message')} message was not sent: ${humanize(event.reason || '')}`;
       case 'for_agent':
         return 'Message kept for the agent; the bot stays silent';
       case 'promise_made':
