@@ -1,8 +1,9 @@
 """The audit log: an append-only Redis stream of every state change and every view of debtor
 data by a person (who, what, when).
 
-Nothing in the project deletes or edits entries (there is no XDEL or XTRIM on this key). That
-makes erasure a question: the log must stay whole, yet an erased debtor must not be findable in
+Nothing in the project deletes or edits entries, except the retention job trimming entries
+older than the audit period (7 years at least, policies/retention.yml). That makes erasure a
+question: the log must stay whole, yet an erased debtor must not be findable in
 it. So entries never name a debtor directly: they carry a pseudonym (a keyed digest of the
 debtor id), and a separate lookup hash maps pseudonym -> debtor id for display. Erasure deletes
 the lookup entry; the audit entries stay, pointing at nobody (service/privacy.py).

@@ -8,6 +8,8 @@
   nudge chat --debtor ID        talk to the bot as a debtor, in the terminal
   nudge agent list|claim|reply|handback   the agent's side of a handoff
   nudge eval-nlu                intent F1 and recall per language on the held-out set
+  nudge templates lint [--root DIR]   check every message template (exit 1 on an error)
+  nudge privacy export|erase|retention   data protection: access, erasure, retention run
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import aiohttp
 import redis.asyncio as aioredis
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from service.settings import PROJECT_ROOT, Settings, SettingsError, ensure_local_secrets
@@ -34,6 +37,9 @@ from service.settings import PROJECT_ROOT, Settings, SettingsError, ensure_local
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nudge: conversational collections.")
 agent_app = typer.Typer(no_args_is_help=True, help="Take over escalated conversations.")
 app.add_typer(agent_app, name="agent")
+privacy_app = typer.Typer(no_args_is_help=True,
+                          help="Data protection: export or erase a debtor, run retention.")
+app.add_typer(privacy_app, name="privacy")
 console = Console()
 err = Console(stderr=True)
 
@@ -496,6 +502,91 @@ def users_add(username: str, role: str = typer.Option(..., help="agent, supervis
     console.print(f"{username} ({role}) added")
 
 
+# --- privacy (service/privacy.py) -----------------------------------------------------
+@privacy_app.command("export")
+def privacy_export(
+    debtor_id: str,
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON here (mode 600)."),
+    by: str = typer.Option(..., "--by", help="Your username (the export is audited)."),
+) -> None:
+    """Everything held about a debtor, as JSON (a subject access request)."""
+    from service.privacy import export_debtor
+
+    settings = _settings()
+    try:
+        data = _run(_with_redis(settings, lambda r: export_debtor(r, settings, debtor_id, actor=by)))
+    except (LookupError, SettingsError) as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    if out is None:
+        print(text)
+        return
+    # It is personal data: readable by its owner only, created that way (no window).
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    os.chmod(out, 0o600)
+    console.print(f"wrote {out}")
+
+
+@privacy_app.command("erase")
+def privacy_erase(
+    debtor_id: str,
+    by: str = typer.Option(..., "--by", help="Your username (recorded in the tombstone and audit)."),
+    reason: str = typer.Option(..., "--reason", help="Why (e.g. the request's reference)."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Erase a debtor everywhere; keep opt-out digests, pseudonymous audit, a tombstone."""
+    from service.privacy import erase_debtor
+
+    settings = _settings()
+    if not yes and not typer.confirm(f"Erase every record of {debtor_id}? This cannot be undone"):
+        raise typer.Exit(1)
+    try:
+        report = _run(_with_redis(settings, lambda r: erase_debtor(
+            r, settings, debtor_id, actor=by, reason=reason)))
+    except (LookupError, ValueError, RuntimeError, SettingsError) as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    table = Table("record type", "deleted")
+    for kind, count in sorted(report.deleted.items()):
+        table.add_row(kind, str(count))
+    console.print(table)
+    kept = ", ".join(f"{k} {v}" for k, v in report.kept.items())
+    state = "already erased; nothing left to delete" if report.already_erased else "erased"
+    console.print(f"{debtor_id}: {state}. Kept: {kept}. Tombstone: {report.tombstone_key}")
+
+
+@privacy_app.command("retention")
+def privacy_retention(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
+) -> None:
+    """Delete what has outlived its period in policies/retention.yml (the worker does it daily)."""
+    from service.privacy import RetentionPolicyError, load_retention_policy, run_retention
+
+    settings = _settings()
+    try:
+        policy = load_retention_policy(settings)
+    except RetentionPolicyError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    counts = _run(_with_redis(settings, lambda r: run_retention(
+        r, settings, policy, time.time(), dry_run=dry_run)))
+    table = Table("record type", "period (days)", "would delete" if dry_run else "deleted")
+    for kind, count in counts.items():
+        table.add_row(kind, str(policy.days[kind]), str(count))
+    console.print(table)
+
+
+async def _with_redis(settings: Settings, action):
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        return await action(client)
+    finally:
+        await client.aclose()
+
+
 # --- evaluation -----------------------------------------------------------------------
 @app.command("eval-nlu")
 def eval_nlu(
@@ -506,6 +597,45 @@ def eval_nlu(
 
     settings = _settings()
     sys.exit(_run(evaluate_all(settings, console, write=write)))
+
+
+# --- templates (service/template_lint.py) ----------------------------------------------
+templates_app = typer.Typer(no_args_is_help=True, help="Check the message templates.")
+app.add_typer(templates_app, name="templates")
+
+
+@templates_app.command("lint")
+def templates_lint(
+    root: Path = typer.Option(PROJECT_ROOT / "message_templates", "--root", file_okay=False,
+                              exists=True, help="The templates folder (with its catalogue.yml)."),
+) -> None:
+    """Lint every template: variables, opt-out line, disclosures, threat phrases, syntax."""
+    from service.template_lint import CATALOGUE_NAME, CatalogueError, LintIssue, lint_all, load_catalogue
+
+    extra: list[LintIssue] = []
+    try:
+        catalogue = load_catalogue(root / CATALOGUE_NAME)
+    except CatalogueError as error:
+        catalogue = None  # the checks that need no catalogue still run
+        extra.append(LintIssue("error", "catalogue", str(error), CATALOGUE_NAME))
+    report = lint_all(root, catalogue)
+    if extra:
+        report[CATALOGUE_NAME] = extra + report.get(CATALOGUE_NAME, [])
+    _print_lint_report(report)
+    if any(issue.level == "error" for issues in report.values() for issue in issues):
+        raise typer.Exit(1)
+
+
+def _print_lint_report(report: dict[str, list]) -> None:
+    colours = {"error": "red", "warning": "yellow"}
+    for template, issues in sorted(report.items()):
+        for issue in issues:
+            where = f"{template}:{issue.line}" if issue.line else template
+            console.print(f"[{colours[issue.level]}]{issue.level}[/] {where} [bold]{issue.code}[/] "
+                          f"{escape(issue.message)}", highlight=False, soft_wrap=True)
+    counts = {level: sum(issue.level == level for issues in report.values() for issue in issues)
+              for level in colours}
+    console.print(f"{len(report)} file(s): {counts['error']} error(s), {counts['warning']} warning(s)")
 
 
 def main() -> None:

@@ -7,7 +7,8 @@
     refuse:  record why in the transcript; nothing goes out
 
 Nothing is lost on the way: a deferred plan lives in Redis until it is sent or refused, a plan
-whose template fails to render is kept and retried (the template can be fixed), and the
+whose template fails to render is kept and retried (the template can be fixed; a message the
+lint refuses for its own content, such as a threat an agent typed, is refused instead), and the
 transport is exactly-once per message id, so a retry after a crash cannot send twice.
 
 The template is rendered when the message goes out, not when it is planned: a message
@@ -118,6 +119,12 @@ class Sender:
                 variables={**self.common_vars(debtor, plan.channel, language, plan.template),
                            **plan.variables})
         except TemplateError as e:
+            if e.content:
+                # The template is fine, this message is not (a threat phrase an agent typed,
+                # a body over its length): refused, with the lint's words for the sender.
+                codes = sorted({issue.code for issue in e.issues})
+                return await self._refuse(plan, Decision("refuse", f"lint:{','.join(codes)}",
+                                                         str(e)))
             log.error("template_failed", template=plan.template, language=language,
                       channel=plan.channel, error=str(e))
             held = Decision("defer", "template_invalid", str(e), now + TEMPLATE_RETRY)

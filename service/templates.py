@@ -30,17 +30,28 @@ Filters (locale from the language: en -> en_GB, nl -> nl_NL, de -> de_DE):
 
 ``sms_segments(text)`` counts the SMS segments a body costs (GSM-7 or UCS-2); ``is_gsm7(text)``
 tells whether a body stays in the GSM-7 alphabet.
+
+Every render is linted (service/template_lint.py): each template file once per version (syntax,
+variables the key does not receive per ``message_templates/catalogue.yml``, opt-out line,
+disclosure, threat phrases), and every rendered message (SMS segments over the key's budget,
+Twilio's and WhatsApp's length limits, threat phrases a variable brought in). An error-level
+issue makes ``render`` raise :class:`TemplateError` with the issues in ``.issues``.
+
+The disclosure partials (``<lang>/_disclosure.j2``) need the common variables ``jurisdiction``
+(one of :data:`JURISDICTIONS`) and ``first_contact``; the caller passes them, there is no default.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from babel.dates import format_date
@@ -48,14 +59,19 @@ from babel.numbers import format_currency
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+if TYPE_CHECKING:
+    from service.template_lint import Catalogue, LintIssue
+
 __all__ = [
     "CHANNELS",
+    "JURISDICTIONS",
     "LANGUAGES",
     "TONES",
     "RenderedMessage",
     "TemplateError",
     "TemplateRenderer",
     "is_gsm7",
+    "sandbox_environment",
     "sms_segments",
 ]
 
@@ -63,6 +79,8 @@ CHANNELS = ("sms", "whatsapp", "email")
 TONES = ("soft", "loss_aversion", "social_proof")
 #: language -> babel locale
 LANGUAGES: dict[str, str] = {"en": "en_GB", "nl": "nl_NL", "de": "de_DE"}
+#: the jurisdiction packs the disclosure partials know (policies/jurisdictions.yml names them)
+JURISDICTIONS = ("EU/NL", "DE", "UK", "US")
 
 # Date patterns per language (CLDR syntax). en_GB's "full" format has a comma after the
 # weekday ("Friday, 20 November 2026"); British house style writes it without, so the
@@ -91,11 +109,17 @@ class TemplateError(Exception):
         key: str | None = None,
         language: str | None = None,
         variable: str | None = None,
+        issues: Sequence[LintIssue] = (),
+        content: bool = False,
     ) -> None:
         super().__init__(message)
         self.key = key
         self.language = language
         self.variable = variable
+        self.issues: tuple[LintIssue, ...] = tuple(issues)  # when the template lint refused it
+        # True when the template is fine but this message is not (a threat phrase or a length
+        # that came with its variables, an agent's text): retrying cannot help.
+        self.content = content
 
 
 @dataclass(frozen=True)
@@ -200,18 +224,21 @@ _GSM7_BASIC = set(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 _GSM7_EXTENSION = set("^{}\\[~]|€\f")
+# Character classes, so the checks run in the regex engine: every render counts its segments.
+_NOT_GSM7_RE = re.compile("[^" + re.escape("".join(sorted(_GSM7_BASIC | _GSM7_EXTENSION))) + "]")
+_GSM7_EXTENSION_RE = re.compile("[" + re.escape("".join(sorted(_GSM7_EXTENSION))) + "]")
 
 
 def is_gsm7(text: str) -> bool:
     """True when ``text`` fits the GSM-7 alphabet (basic table plus extension table)."""
-    return all(c in _GSM7_BASIC or c in _GSM7_EXTENSION for c in text)
+    return _NOT_GSM7_RE.search(text) is None
 
 
 def sms_segments(text: str) -> int:
     """How many SMS segments ``text`` costs: GSM-7 160/153 septets (extension-table
     characters count two), otherwise UCS-2 70/67 UTF-16 units."""
     if is_gsm7(text):
-        units = sum(2 if c in _GSM7_EXTENSION else 1 for c in text)
+        units = len(text) + len(_GSM7_EXTENSION_RE.findall(text))
         single, multi = 160, 153
     else:
         units = len(text.encode("utf-16-le")) // 2
@@ -224,28 +251,48 @@ def sms_segments(text: str) -> int:
 # --------------------------------------------------------------------------- renderer
 
 
-class TemplateRenderer:
-    """Renders ``message_templates/<lang>/<key>[.<tone>][.<channel>].j2``."""
+def sandbox_environment(loader: jinja2.BaseLoader | None = None, language: str = "en") -> jinja2.Environment:
+    """The environment templates are rendered in (and linted with, so both agree on what is a
+    syntax error): sandboxed, since managers edit templates; strict about undefined variables."""
+    env = ImmutableSandboxedEnvironment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        # an included partial ends with its newline, so "{% include %}" behaves as a line
+        keep_trailing_newline=True,
+    )
+    env.filters.update(_make_filters(language))
+    return env
 
-    def __init__(self, root: Path, *, company_name: str = "Nudge Collections") -> None:
+
+class TemplateRenderer:
+    """Renders ``message_templates/<lang>/<key>[.<tone>][.<channel>].j2``.
+
+    ``catalogue`` (service/template_lint.py) tells the variables and rules of each key; by
+    default ``<root>/catalogue.yml`` when it exists. Without one, the lint checks only what
+    needs no catalogue (syntax, partials, threat phrases, lengths with a budget of 3 segments).
+    """
+
+    def __init__(self, root: Path, *, company_name: str = "Nudge Collections",
+                 catalogue: Catalogue | None = None) -> None:
+        # imported here: template_lint builds on this module (sms_segments, sandbox_environment)
+        from service import template_lint
+
         self.root = Path(root)
         self.company_name = company_name
+        self._lint = template_lint
+        self.catalogue = catalogue if catalogue is not None else template_lint.default_catalogue(self.root)
         self._envs: dict[str, jinja2.Environment] = {}
+        # template file -> (mtimes of it and its partials, its static issues)
+        self._static: dict[str, tuple[tuple[tuple[str, int], ...], tuple[LintIssue, ...]]] = {}
 
     # one environment per language: the filters close over the locale
     def _env(self, language: str) -> jinja2.Environment:
         env = self._envs.get(language)
         if env is None:
-            env = ImmutableSandboxedEnvironment(
-                loader=jinja2.FileSystemLoader(str(self.root)),
-                undefined=jinja2.StrictUndefined,
-                autoescape=False,
-                trim_blocks=True,
-                lstrip_blocks=True,
-                # an included partial ends with its newline, so "{% include %}" behaves as a line
-                keep_trailing_newline=True,
-            )
-            env.filters.update(_make_filters(language))
+            env = sandbox_environment(jinja2.FileSystemLoader(str(self.root)), language)
             self._envs[language] = env
         return env
 
@@ -280,12 +327,15 @@ class TemplateRenderer:
         tone: str = "soft",
         variables: Mapping[str, Any],
     ) -> RenderedMessage:
-        def fail(message: str, variable: str | None = None) -> TemplateError:
+        def fail(message: str, variable: str | None = None,
+                 issues: Sequence[LintIssue] = (), content: bool = False) -> TemplateError:
             return TemplateError(
                 f"{key} [{language}/{channel}]: {message}",
                 key=key,
                 language=language,
                 variable=variable,
+                issues=issues,
+                content=content,
             )
 
         if not isinstance(key, str) or not _KEY_RE.match(key):
@@ -296,6 +346,9 @@ class TemplateRenderer:
             raise fail(f"unknown channel {channel!r}; expected one of {list(CHANNELS)}")
         if tone not in TONES:
             raise fail(f"unknown tone {tone!r}; expected one of {list(TONES)}")
+        if "jurisdiction" in variables and variables["jurisdiction"] not in JURISDICTIONS:
+            raise fail(f"unknown jurisdiction {variables['jurisdiction']!r}; "
+                       f"the disclosures know {list(JURISDICTIONS)}", variable="jurisdiction")
 
         env = self._env(language)
         names = self.candidates(key, channel=channel, language=language, tone=tone)
@@ -309,6 +362,7 @@ class TemplateRenderer:
             raise fail(f"unknown template key (tried {', '.join(names)})") from None
         except jinja2.TemplateSyntaxError as e:
             raise fail(f"syntax error in {e.filename or e.name} line {e.lineno}: {e.message}") from e
+        self._refuse_errors(self._static_issues(template), fail)
 
         try:
             module = template.make_module(context)
@@ -334,9 +388,45 @@ class TemplateRenderer:
         except jinja2.TemplateError as e:
             raise fail(f"{type(e).__name__}: {e}") from e
 
+        # an email subject is checked with the body (for threat phrases; email has no length rule)
+        sent = body if subject is None else f"{subject}\n{body}"
+        budget = self.catalogue.budget(key) if self.catalogue else self._lint.DEFAULT_SMS_SEGMENT_BUDGET
+        self._refuse_errors(self._lint.lint_rendered(sent, channel=channel, key=key,
+                                                     sms_segment_budget=budget),
+                            functools.partial(fail, content=True))
         return RenderedMessage(
             key=key, channel=channel, language=language, body=body, subject=subject
         )
+
+    def _static_issues(self, template: jinja2.Template) -> tuple[LintIssue, ...]:
+        """The lint of the template file and its partials, computed once per version of those
+        files (the key is their mtimes): a manager's edit is linted at its first render."""
+        if template.filename is None or template.name is None:
+            return ()
+        cached = self._static.get(template.filename)
+        if cached is not None and cached[0] == _mtimes(path for path, _ in cached[0]):
+            return cached[1]
+        result = self._lint.lint_template(template.name, catalogue=self.catalogue, root=self.root)
+        stamp = _mtimes(str(self.root / name) for name in result.files)
+        self._static[template.filename] = (stamp, result.issues)
+        return result.issues
+
+    @staticmethod
+    def _refuse_errors(issues: Sequence[LintIssue], fail: Callable[..., TemplateError]) -> None:
+        errors = [issue for issue in issues if issue.level == "error"]
+        if errors:
+            raise fail("refused by the template lint: " + "; ".join(map(str, errors)), issues=errors)
+
+
+def _mtimes(paths: Iterable[str]) -> tuple[tuple[str, int], ...]:
+    """(path, mtime in ns) per file; -1 for a file that is gone, so the stamp changes."""
+    stamp = []
+    for path in paths:
+        try:
+            stamp.append((path, os.stat(path).st_mtime_ns))
+        except OSError:
+            stamp.append((path, -1))
+    return tuple(stamp)
 
 
 def _undefined_name(message: str) -> str | None:

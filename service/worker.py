@@ -1,5 +1,5 @@
 """The worker: arq consumers for inbound processing and reminders, plus a sweep that finds
-work a crashed process left behind.
+work a crashed process left behind, and a daily retention run (service/privacy.py).
 
 Run with `python -m service.worker`. SIGINT/SIGTERM cancel running jobs, which arq puts back
 on the queue; every job is idempotent (service/processing.py), so a retry sends nothing twice.
@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 
 from service.engine import EngineClient, EngineError
 from service.logs import configure_logging, get_logger
+from service.privacy import load_retention_policy, run_retention
 from service.processing import Processor
 from service.settings import Settings
 from service.templates import TemplateRenderer
@@ -34,6 +35,8 @@ async def startup(ctx: dict[str, Any]) -> None:
                                  TemplateRenderer(settings.templates_dir,
                                                   company_name=settings.company_name))
     ctx["engine"] = engine
+    # An invalid retention policy stops the worker at start-up, not at 03:30 (service/privacy.py).
+    ctx["retention_policy"] = load_retention_policy(settings)
     await sweep(ctx)
 
 
@@ -83,9 +86,19 @@ async def sweep(ctx: dict[str, Any]) -> int:
     return found
 
 
+async def retention(ctx: dict[str, Any]) -> dict[str, int]:
+    """Daily: delete what has outlived its period in policies/retention.yml (counts only logged)."""
+    policy = ctx.get("retention_policy") or load_retention_policy(SETTINGS)
+    counts = await run_retention(ctx["redis"], SETTINGS, policy, time.time())
+    log.info("retention", **counts)
+    return counts
+
+
 class WorkerSettings:
     functions = [process_conversation, send_reminder]
-    cron_jobs = [cron(sweep, second={0, 30}, run_at_startup=False, unique=True)]
+    cron_jobs = [cron(sweep, second={0, 30}, run_at_startup=False, unique=True),
+                 cron(retention, hour={3}, minute={30}, second={0}, run_at_startup=False,
+                      unique=True, timeout=3600)]
     on_startup = startup
     on_shutdown = shutdown
     queue_name = SETTINGS.queue_name

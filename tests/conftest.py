@@ -95,7 +95,8 @@ def always_open_policies(directory: Path) -> Path:
     import yaml
 
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "policies" / "contact.yml", directory / "contact.yml")
+    for policy in (ROOT / "policies").glob("*.yml"):
+        shutil.copy(policy, directory / policy.name)
     jurisdictions = yaml.safe_load((ROOT / "policies" / "jurisdictions.yml").read_text())
     for pack in jurisdictions["packs"].values():
         for day in ("weekday", "saturday", "sunday", "public_holiday"):

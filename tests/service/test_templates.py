@@ -99,6 +99,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "media_received": {},
     # used by bot/actions/payments.py (ActionDeny) after a "no" to an offer
     "ask_affordable_amount": {"currency": "EUR"},
+    # a request to cease communication (service/processing.py); what an agent typed
+    "cease_ack": {},
+    "agent_message": {"text": "Hi, this is Alice. I will check the contract."},
 }
 KEYS = set(SAMPLES)
 
@@ -121,6 +124,7 @@ PRE_VERIFICATION = {
     "help_reply",
     "unknown_sender",
     "media_received",
+    "cease_ack",
 }
 DEBT_VARIABLES = {
     "creditor", "amount", "reference", "due_date", "total", "instalment_amount",
@@ -130,7 +134,7 @@ DEBT_VARIABLES = {
 LONG_KEYS = {"plan_confirmed", "vulnerability_support"}
 # Keys without the opt-out line: the confirmation of an opt-out, and the wrong-number reply
 # (we stop writing to that address).
-NO_OPTOUT_LINE = {"optout_confirmation", "wrong_number_ack"}
+NO_OPTOUT_LINE = {"optout_confirmation", "wrong_number_ack", "cease_ack"}
 
 OPTOUT_LINE = {
     "en": "Reply STOP to opt out.",
@@ -172,7 +176,10 @@ def renderer() -> TemplateRenderer:
 
 
 def variables_for(key: str, channel: str, **extra: Any) -> dict[str, Any]:
-    variables: dict[str, Any] = {"first_name": "Anna", **SAMPLES[key], **extra}
+    # jurisdiction and first_contact choose the disclosure partial (service/processing.py)
+    variables: dict[str, Any] = {"first_name": "Anna", "jurisdiction": "EU/NL",
+                                 "first_contact": key == "reminder_first", "product": "energy",
+                                 **SAMPLES[key], **extra}
     if channel == "email":
         variables["unsubscribe_url"] = UNSUBSCRIBE_URL
     return variables
