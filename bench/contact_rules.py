@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from common import RESULTS, ROOT, PrivateRedis, machine, percentiles, say, write_json
 

@@ -4,8 +4,6 @@ model, action server, Redis). Cases and format: replies.yml."""
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
 from service.importer import import_file
 from service.keys import Keys
-from service.templates import TemplateRenderer
 from tests.e2e.helpers import DebtorPhone, templates
 
 pytestmark = [pytest.mark.engine, pytest.mark.asyncio(loop_scope="function")]
