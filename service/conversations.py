@@ -145,7 +145,8 @@ class ConversationStore:
 
     # --- transcript -------------------------------------------------------------------
     async def add_event(self, conversation_id: str, name: str, data: dict[str, Any]) -> str:
-        entry = {"kind": "event", "name": name, "at": time.time(), **data}
+        # The entry's own fields come last: data cannot turn an event into something else.
+        entry = {**data, "kind": "event", "name": name, "at": time.time()}
         return await self._append(conversation_id, entry)
 
     async def _append(self, conversation_id: str, entry: dict[str, Any]) -> str:

@@ -147,8 +147,9 @@ class Sender:
         conversation_id = plan.conversation_id or plan.debtor_id
         if conversation_id:
             await self.conversations.add_event(conversation_id, "refused", {
-                "message_id": plan.message_id, "template": plan.template, "kind": plan.kind,
-                "channel": plan.channel, "reason": decision.reason, "detail": decision.detail})
+                "message_id": plan.message_id, "template": plan.template,
+                "message_kind": plan.kind, "channel": plan.channel, "reason": decision.reason,
+                "detail": decision.detail})
         log.info("send_refused", message_id=plan.message_id, reason=decision.reason)
         return decision
 
@@ -164,9 +165,9 @@ class Sender:
         conversation_id = plan.conversation_id or plan.debtor_id
         if first and conversation_id:
             await self.conversations.add_event(conversation_id, "deferred", {
-                "message_id": plan.message_id, "template": plan.template, "kind": plan.kind,
-                "channel": plan.channel, "reason": decision.reason, "detail": decision.detail,
-                "until": decision.until.isoformat()})
+                "message_id": plan.message_id, "template": plan.template,
+                "message_kind": plan.kind, "channel": plan.channel, "reason": decision.reason,
+                "detail": decision.detail, "until": decision.until.isoformat()})
         log.info("send_deferred", message_id=plan.message_id, reason=decision.reason,
                  until=decision.until.isoformat())
         return decision

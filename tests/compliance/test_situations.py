@@ -118,6 +118,9 @@ async def test_situation(world, case):
     elif decision.verdict == "defer":
         # Kept, not dropped: nothing goes before its time, and it goes at its time.
         assert not sent and deferred == decision.until.timestamp()
+        events = [json.loads(fields[b"data"]) for _id, fields in
+                  await client.xrange(processor.keys.transcript(debtor.id))]
+        assert [e["kind"] for e in events if e.get("name") == "deferred"] == ["event"]
         await processor.sender.release_due(decision.until - timedelta(seconds=1))
         assert not await client.exists(processor.keys.outbound(plan.message_id))
         if decision.reason == "outside_contact_window":
@@ -128,4 +131,5 @@ async def test_situation(world, case):
         assert not sent and deferred is None
         events = [json.loads(fields[b"data"]) for _id, fields in
                   await client.xrange(processor.keys.transcript(debtor.id))]
-        assert any(e.get("name") == "refused" and e.get("reason") == decision.reason for e in events)
+        assert any(e.get("kind") == "event" and e.get("name") == "refused"
+                   and e.get("reason") == decision.reason for e in events)
