@@ -23,7 +23,6 @@ import yaml
 from redis.asyncio import Redis
 
 from bot.core.contact_policy import (
-    UNSOLICITED_KINDS,
     ContactPolicy,
     ContactPolicyError,
     Decision,
@@ -161,14 +160,9 @@ class ContactRules:
         situation = await self.situation(debtor, channel, address, kind, now)
         return decide(self.config.policy, situation)
 
-    async def record_sent(self, debtor_id: str, channel: str, message_id: str, kind: str,
+    async def record_sent(self, debtor_id: str, channel: str, message_id: str,
                           now: datetime) -> None:
-        """Count an unsolicited message against the caps (replies in a live exchange don't)."""
-        if kind not in UNSOLICITED_KINDS:
-            return
-        last = await self.redis.hget(self.keys.conversation(debtor_id), "last_inbound")
-        if last and now.timestamp() - float(last) <= self.config.policy.conversation_minutes * 60:
-            return
+        """Count a sent message against the caps (the decision said it counts)."""
         key = self.keys.contact_log(debtor_id, channel)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(key, {message_id: now.timestamp()})

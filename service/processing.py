@@ -20,7 +20,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
-from phonenumbers import timezone as phone_timezones
 from redis.asyncio import Redis
 
 from bot.core.debtors import Debtor
@@ -42,22 +41,6 @@ from service.unsubscribe import unsubscribe_url
 
 log = get_logger("worker")
 
-COUNTRY_ZONES = {"GB": "Europe/London", "IE": "Europe/Dublin", "NL": "Europe/Amsterdam",
-                 "DE": "Europe/Berlin", "BE": "Europe/Brussels", "AT": "Europe/Vienna",
-                 "CH": "Europe/Zurich", "US": "America/New_York"}
-
-
-def debtor_zone(debtor: Debtor) -> ZoneInfo:
-    """The debtor's time zone from the country of their address, else their phone number."""
-    if debtor.country in COUNTRY_ZONES:
-        return ZoneInfo(COUNTRY_ZONES[debtor.country])
-    if debtor.phone:
-        zones = phone_timezones.time_zones_for_number(phonenumbers.parse(debtor.phone))
-        if zones and zones[0] != "Etc/Unknown":
-            return ZoneInfo(zones[0])
-    return ZoneInfo("Europe/Amsterdam")
-
-
 REGION_LANGUAGES = {"NL": "nl", "BE": "nl", "SR": "nl", "DE": "de", "AT": "de", "CH": "de",
                     "LI": "de", "LU": "de"}
 
@@ -69,10 +52,6 @@ def guess_language(address: str) -> str:
     except phonenumbers.NumberParseException:
         return "en"
     return REGION_LANGUAGES.get(region or "", "en")
-
-
-def local_today(debtor: Debtor, now: float | None = None) -> date:
-    return datetime.fromtimestamp(now or time.time(), debtor_zone(debtor)).date()
 
 
 #: What each template the dialogue names is, for the contact rules (contact_policy.KINDS).
@@ -107,6 +86,12 @@ class Processor:
         self.rules = ContactRules(self.redis, self.keys, config, self.settings.pseudonym_key)
         self.sender = Sender(self.redis, self.keys, self.rules, self.renderer, self.common_vars,
                              on_sent=self._tell_engine)
+
+    def local_today(self, debtor: Debtor, now: float) -> date:
+        """The debtor's date, in the zone the contact rules count their days in (the first of
+        their candidate zones), so "friday" and a daily cap mean the same day."""
+        zone = self.rules.config.jurisdictions.zones_for(debtor.country, debtor.phone)[0]
+        return datetime.fromtimestamp(now, ZoneInfo(zone)).date()
 
     # --- inbound --------------------------------------------------------------------
     async def process_pending(self, conversation_id: str) -> int:
@@ -148,7 +133,7 @@ class Processor:
         conversation_id, language = debtor.id, debtor.language
         await self.conversations.touch(conversation_id, channel=message.channel, language=language,
                                        inbound_at=message.received_at)
-        today = local_today(debtor, message.received_at)
+        today = self.local_today(debtor, message.received_at)
         understanding = await self._understanding(message, state, debtor, today)
 
         if understanding.is_keyword:

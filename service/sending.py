@@ -134,9 +134,8 @@ class Sender:
             plan.message_id, conversation_id, plan.channel, plan.address, rendered.body,
             plan.template, language, rendered.subject, tone=plan.tone,
             extra={"kind": plan.kind}))
-        if sent and plan.debtor_id:
-            await self.rules.record_sent(plan.debtor_id, plan.channel, plan.message_id,
-                                         plan.kind, now)
+        if sent and plan.debtor_id and decision.counts_against_caps:
+            await self.rules.record_sent(plan.debtor_id, plan.channel, plan.message_id, now)
         if plan.tell_engine and self.on_sent is not None:
             await self.on_sent(plan)  # idempotent on its side: retried until it succeeds
         await self._forget_deferred(plan.message_id)

@@ -130,18 +130,7 @@ class Decision:
     reason: str                       # stable code: "opted_out", "stop_state:dispute", ...
     detail: str                       # words for an agent or an operator
     until: datetime | None = None     # for defer
-
-    @property
-    def allowed(self) -> bool:
-        return self.verdict == "send"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "reason": self.reason, "detail": self.detail,
-                "until": self.until.isoformat() if self.until else None}
-
-
-def _send(reason: str = "ok", detail: str = "allowed") -> Decision:
-    return Decision("send", reason, detail)
+    counts_against_caps: bool = False  # a send the caps must count (unsolicited)
 
 
 def _refuse(reason: str, detail: str) -> Decision:
@@ -156,7 +145,8 @@ def decide(policy: ContactPolicy, s: Situation) -> Decision:
         decision = check(policy, s)
         if decision is not None:
             return decision
-    return _window(policy, s) or _caps(policy, s) or _send()
+    return (_window(policy, s) or _caps(policy, s)
+            or Decision("send", "ok", "allowed", counts_against_caps=_unsolicited(policy, s)))
 
 
 def _suppression(policy: ContactPolicy, s: Situation) -> Decision | None:
@@ -219,8 +209,13 @@ def _window(policy: ContactPolicy, s: Situation) -> Decision | None:
                     f"next opening {opening.isoformat()}", opening)
 
 
+def _unsolicited(policy: ContactPolicy, s: Situation) -> bool:
+    """The business writing first: capped and counted. Not when the debtor wrote lately."""
+    return s.kind in UNSOLICITED_KINDS and not _wrote_within(s, policy.conversation_minutes)
+
+
 def _caps(policy: ContactPolicy, s: Situation) -> Decision | None:
-    if s.kind not in UNSOLICITED_KINDS or _wrote_within(s, policy.conversation_minutes):
+    if not _unsolicited(policy, s):
         return None
     cap = policy.caps.get(s.channel)
     if cap is None:
