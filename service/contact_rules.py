@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import phonenumbers
-import yaml
 from redis.asyncio import Redis
 
+from bot.core.config_files import read_yaml
 from bot.core.contact_policy import (
     ContactPolicy,
     ContactPolicyError,
@@ -51,11 +51,7 @@ class ContactConfig:
     def load(cls, directory: Path = POLICIES_DIR) -> "ContactConfig":
         """Both files, validated; ContactPolicyError / ContactRulesError name the bad place."""
         path = Path(directory) / "contact.yml"
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ContactPolicyError(f"{path}: cannot read: {e}") from e
-        policy = load_policy(raw or {}, source=str(path))
+        policy = load_policy(read_yaml(path, ContactPolicyError) or {}, source=str(path))
         return cls(policy, load_packs(Path(directory) / "jurisdictions.yml"))
 
 

@@ -40,7 +40,15 @@ import jinja2.meta
 import yaml
 from jinja2 import nodes
 
-from service.templates import CHANNELS, LANGUAGES, TONES, is_gsm7, sandbox_environment, sms_segments
+from bot.core.config_files import read_yaml
+from service.templates import (
+    CHANNELS,
+    LANGUAGES,
+    TONES,
+    is_gsm7,
+    sandbox_environment,
+    sms_segments,
+)
 
 __all__ = [
     "Catalogue",
@@ -162,13 +170,7 @@ def default_catalogue(root: Path) -> Catalogue | None:
 def load_catalogue(path: Path | str) -> Catalogue:
     """Read and validate a catalogue file; :class:`CatalogueError` names every problem."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise CatalogueError(f"{path}: cannot be read: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise CatalogueError(f"{path}: is not valid YAML: {error}") from error
-    return parse_catalogue(raw, source=str(path), path=path)
+    return parse_catalogue(read_yaml(path, CatalogueError), source=str(path), path=path)
 
 
 def parse_catalogue(raw: Any, *, source: str = CATALOGUE_NAME, path: Path | None = None) -> Catalogue:

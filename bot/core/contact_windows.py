@@ -45,8 +45,9 @@ from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 import phonenumbers
-import yaml
 from phonenumbers import timezone as phone_timezone
+
+from bot.core.config_files import read_yaml
 
 POLICY_PATH = Path(__file__).resolve().parents[2] / "policies" / "jurisdictions.yml"
 DEFAULT_ZONE = "Europe/Amsterdam"
@@ -418,13 +419,7 @@ def load_packs(path_or_mapping: str | PathLike[str] | Mapping[str, Any], *,
         return _parse(path_or_mapping, source or "jurisdictions.yml")
     path = Path(path_or_mapping)
     source = source or path.name
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ContactRulesError(f"{source}: cannot be read: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ContactRulesError(f"{source}: is not valid YAML: {error}") from error
-    return _parse(raw, source)
+    return _parse(read_yaml(path, ContactRulesError, source), source)
 
 
 @functools.lru_cache(maxsize=1)
