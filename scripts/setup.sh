@@ -32,12 +32,16 @@ build_venv() {  # build_venv DIR PYTHON STAMP LOCKFILE [extra uv args...]
   echo "$stamp" > "$dir/.lock-stamp"
 }
 
-# 1. Redis server (Debian's package) unless one is already installed.
-if ! command -v redis-server >/dev/null 2>&1; then
-  say "installing redis-server from Debian's packages"
+# 1. Debian packages, unless present: the Redis server, and the tz database (the contact
+#    rules read its zone.tab for the time zones of each country).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -f /usr/share/zoneinfo/zone.tab ] || missing+=(tzdata)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} from Debian's packages"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # 2. Our environment (Python 3.11, current libraries).
