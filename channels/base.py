@@ -24,6 +24,9 @@ class InboundMessage:
     media_urls: tuple[str, ...] = ()
     profile_name: str | None = None
     provider: str = "simulator"
+    button_payload: str | None = None   # WhatsApp quick reply: its payload, mapped to an intent
+    subject: str | None = None          # email: the subject, for "Re:" on our answer
+    references: tuple[str, ...] = ()    # email: Message-IDs of the thread, newest last
 
     def address_kind(self) -> str:
         return "email" if self.channel == "email" else "phone"

@@ -7,8 +7,12 @@ so the simulator cannot write as an address that is not in the portfolio.
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
+import re
 import time
 import uuid
+from email.message import EmailMessage
 from typing import Any
 
 from channels.base import CHANNELS, InboundMessage
@@ -36,3 +40,48 @@ def parse(payload: Any, address: str) -> InboundMessage:
         raise SimulatorRequestError("message_id must be a short string")
     return InboundMessage(message_id=message_id, channel=channel, address=address,
                           body=body.strip(), received_at=time.time(), provider="simulator")
+
+
+# --- the simulator speaks the providers' own formats -----------------------------------
+# So a newcomer exercises the real path: the gateway's simulator API turns a debtor's typed
+# message into the very request Twilio or a mail server would make, signed, and sends it to
+# the real endpoint.
+
+def message_sid_for(message_id: str) -> str:
+    """A Twilio-shaped MessageSid: the id itself if it is one, else one derived from it (so
+    re-posting the same simulator id is the same Twilio message, a duplicate)."""
+    if re.fullmatch(r"SM[0-9a-f]{32}", message_id):
+        return message_id
+    return "SM" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
+
+
+def twilio_params(*, message: InboundMessage, account_sid: str, to: str,
+                  profile_name: str | None = None) -> dict[str, str]:
+    """The form Twilio posts for an inbound SMS or WhatsApp message."""
+    prefix = "whatsapp:" if message.channel == "whatsapp" else ""
+    params = {"MessageSid": message_sid_for(message.message_id), "AccountSid": account_sid,
+              "From": prefix + message.address, "To": to if prefix and to.startswith(prefix)
+              else prefix + to.removeprefix("whatsapp:"), "Body": message.body,
+              "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01"}
+    params["SmsSid"] = params["SmsMessageSid"] = params["MessageSid"]
+    if prefix:
+        params["WaId"] = message.address.lstrip("+")
+        if profile_name:
+            params["ProfileName"] = profile_name
+    return params
+
+
+def email_mime(*, message: InboundMessage, to: str, subject: str,
+               in_reply_to: str | None) -> bytes:
+    """A debtor's email as their mail client would send it."""
+    mail = EmailMessage()
+    mail["From"] = message.address
+    mail["To"] = to
+    mail["Subject"] = subject
+    mail["Date"] = email.utils.formatdate(message.received_at)
+    mail["Message-ID"] = f"<{hashlib.sha256(message.message_id.encode()).hexdigest()[:24]}" \
+                         "@simulator.nudge.example>"
+    if in_reply_to:
+        mail["In-Reply-To"] = mail["References"] = f"<{in_reply_to.strip('<>')}>"
+    mail.set_content(message.body)
+    return mail.as_bytes()

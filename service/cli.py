@@ -63,13 +63,19 @@ def _run(coro):
 def up(
     demo: bool = typer.Option(True, help="Load the demo portfolio."),
     workers: int = typer.Option(1, min=1, max=8, help="Worker processes."),
+    sandbox: bool = typer.Option(True, help="Send through local stand-ins for Twilio and a mail "
+                                 "server instead of real providers (--no-sandbox for real ones, "
+                                 "configured by environment)."),
 ) -> None:
-    """Start Redis (if none answers), the engine, the action server, the gateway and the worker."""
-    from service.stack import Stack, StackError
+    """Start Redis (if none answers), the engine, the action server, the gateway and the worker
+    (and, by default, the sandbox providers: a fake Twilio API and a local mail catcher)."""
+    from service.stack import Stack, StackError, sandbox_env
 
     base = _settings()
     secrets_now = ensure_local_secrets(base.state_dir)
     env = {**os.environ, **{k: v for k, v in secrets_now.items() if not os.environ.get(k)}}
+    if sandbox:
+        env = {**env, **sandbox_env(twilio_port=8090, smtp_port=2525, smtp_listen_port=2526)}
     settings = Settings.from_env(env)
     stack = Stack(settings, env)
     stopping = False
@@ -85,7 +91,13 @@ def up(
         if demo:
             report = _run(_import(settings, DEMO_PORTFOLIO, skip_bad_rows=False))
             console.print(f"demo portfolio: {report}")
+        if sandbox:
+            stack.start_sandbox_providers()
         stack.start_services(workers=workers)
+        if sandbox:
+            console.print(f"sandbox: fake Twilio at {settings.twilio_api_url}, outbound mail "
+                          f"kept in {settings.state_dir / 'mail'}, inbound SMTP on "
+                          f"127.0.0.1:{settings.smtp_listen_port}")
         console.print(f"\n[bold green]Nudge is running.[/bold green] Simulator: "
                       f"{settings.public_url}/simulator  ·  metrics: {settings.public_url}/metrics"
                       "\nCtrl-C stops everything.\n")

@@ -102,7 +102,18 @@ class ConversationStore:
         mapping: dict[str, Any] = {"channel": channel, "language": language, "updated": time.time()}
         if inbound_at is not None:
             mapping["last_inbound"] = inbound_at
+            # per channel too: WhatsApp's 24-hour window counts from the last WhatsApp message
+            mapping[f"last_inbound_{channel}"] = inbound_at
         await self.redis.hset(self.keys.conversation(conversation_id), mapping=mapping)
+
+    async def remember_email_thread(self, conversation_id: str, message_id: str,
+                                    references: tuple[str, ...], subject: str | None) -> None:
+        """The debtor's last email, so our answer threads under it (In-Reply-To, References,
+        "Re: <subject>")."""
+        chain = [r for r in references if r != message_id][-9:] + [message_id]
+        await self.redis.hset(self.keys.conversation(conversation_id), mapping={
+            "email_last_message_id": message_id, "email_references": json.dumps(chain),
+            "email_subject": (subject or "")[:200]})
 
     async def escalate(self, conversation_id: str, reason: str, *, urgent: bool = False) -> bool:
         """Move the conversation to the agent queue. False if an agent already has it."""

@@ -1,7 +1,8 @@
 """The gateway: every HTTP edge of Nudge in one aiohttp app.
 
 Webhooks are acknowledged at once and the work is queued (service/inbound.py). Here: health,
-metrics, the simulator (page and API). Provider webhooks (#3) and the console (#7) join it.
+metrics, the simulator (page and API); provider webhooks in service/webhooks.py; the console
+(#7) joins it.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ import time
 import uuid
 from pathlib import Path
 
-from aiohttp import web
+import aiosmtplib
+from aiohttp import ClientSession, web
 from arq import create_pool
 from arq.connections import RedisSettings
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from twilio.request_validator import RequestValidator
+
 from channels import simulator
+from channels.email_inbound import parse_mime
 from service import appkeys as K
-from service import unsubscribe
+from service import unsubscribe, webhooks
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
-from service.inbound import InboundStore, enqueue_processing
+from service.inbound import InboundStore
 from service.keys import Keys
 from service.logs import configure_logging, get_logger
 from service.settings import Settings
@@ -48,6 +53,7 @@ def create_app(settings: Settings) -> web.Application:
         await pool.aclose()
 
     app.cleanup_ctx.append(redis_ctx)
+    webhooks.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     unsubscribe.add_routes(app)
@@ -66,15 +72,6 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-# --- ingest: shared by every channel -------------------------------------------------
-async def ingest(app: web.Application, message, conversation_id: str) -> bool:
-    accepted = await app[K.INBOUND].accept(message, conversation_id)
-    if accepted:
-        await enqueue_processing(app[K.REDIS], conversation_id, message.message_id,
-                                 app[K.SETTINGS].queue_name)
-    return accepted
 
 
 # --- simulator -----------------------------------------------------------------------
@@ -149,6 +146,8 @@ async def sim_remind(request: web.Request) -> web.Response:
 
 
 async def sim_message(request: web.Request) -> web.Response:
+    """The debtor's message, sent the way the provider would send it: a signed Twilio
+    webhook to /twilio/<channel>, or an email to our SMTP listener."""
     debtor = await _debtor_or_404(request)
     body = await _json_body(request)
     channel = body.get("channel")
@@ -159,9 +158,55 @@ async def sim_message(request: web.Request) -> web.Response:
         return web.json_response({"error": str(error)}, status=400)
     if not address:
         return web.json_response({"error": f"{debtor.id} has no {channel} address"}, status=400)
-    accepted = await ingest(request.app, message, debtor.id)
-    return web.json_response({"message_id": message.message_id, "duplicate": not accepted},
-                             status=202 if accepted else 200)
+    if channel == "email":
+        message_id, duplicate = await _simulate_email(request, message, debtor)
+    else:
+        message_id, duplicate = await _simulate_twilio(request, message, debtor)
+    return web.json_response({"message_id": message_id, "duplicate": duplicate},
+                             status=200 if duplicate else 202)
+
+
+def _own_url(request: web.Request) -> str:
+    """Where this very server listens (not the Host header, which a proxy may have set)."""
+    host, port = request.transport.get_extra_info("sockname")[:2]
+    return f"http://{host}:{port}"
+
+
+async def _simulate_twilio(request: web.Request, message, debtor) -> tuple[str, bool]:
+    settings = request.app[K.SETTINGS]
+    sender = request.app[webhooks.CHANNEL_CONFIG].sender(message.channel)
+    params = simulator.twilio_params(message=message, account_sid=settings.twilio_account_sid,
+                                     to=sender.from_number or "+3197010520000",
+                                     profile_name=debtor.first_name)
+    sid = params["MessageSid"]
+    duplicate = bool(await request.app[K.REDIS].exists(request.app[K.KEYS].inbound(sid)))
+    path = f"/twilio/{message.channel}"
+    signature = RequestValidator(settings.twilio_auth_token).compute_signature(
+        settings.webhook_base_url + path, params)
+    async with ClientSession() as session, session.post(
+            _own_url(request) + path, data=params,
+            headers={"X-Twilio-Signature": signature}) as response:
+        if response.status != 200:
+            raise web.HTTPBadGateway(text=json.dumps({"error": await response.text()}),
+                                     content_type="application/json")
+    return sid, duplicate
+
+
+async def _simulate_email(request: web.Request, message, debtor) -> tuple[str, bool]:
+    settings = request.app[K.SETTINGS]
+    config = request.app[webhooks.CHANNEL_CONFIG]
+    to = await request.app[webhooks.ROUTER].reply_address(debtor.id, config.email.reply_domain)
+    raw = simulator.email_mime(message=message, to=to, subject="Re: your account",
+                               in_reply_to=None)
+    parsed = parse_mime(raw, provider="simulator")
+    duplicate = bool(await request.app[K.REDIS].exists(request.app[K.KEYS].inbound(parsed.message_id)))
+    if settings.smtp_listen_port:
+        await aiosmtplib.send(raw, sender=message.address, recipients=[to],
+                              hostname=settings.smtp_listen_host, port=settings.smtp_listen_port,
+                              start_tls=False, use_tls=False)
+    else:
+        await webhooks.accept_email(request.app, parsed)
+    return parsed.message_id, duplicate
 
 
 async def sim_transcript(request: web.Request) -> web.Response:

@@ -43,6 +43,8 @@ class InboundStore:
             "kind": "message", "direction": "in", "message_id": message.message_id,
             "body": message.body, "channel": message.channel, "at": message.received_at,
             "media_urls": list(message.media_urls),
+            **({"button": message.button_payload} if message.button_payload else {}),
+            **({"subject": message.subject} if message.subject else {}),
         })
         accepted = await self._accept(
             keys=[self.keys.inbound(message.message_id), self.keys.pending(conversation_id),
@@ -59,6 +61,7 @@ class InboundStore:
         data = {k.decode(): v.decode() for k, v in raw.items()}
         fields = json.loads(data["message"])
         fields["media_urls"] = tuple(fields.get("media_urls") or ())
+        fields["references"] = tuple(fields.get("references") or ())
         return InboundMessage(**fields), data
 
     async def update(self, message_id: str, **fields: str) -> None:

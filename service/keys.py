@@ -122,6 +122,46 @@ class Keys:
         """Restricted record kept after an erasure where a legal obligation keeps one."""
         return f"{self.prefix}:tombstone:{pseudonym}"
 
+    # --- delivery to providers (service/delivery.py) --------------------------------
+    def delivery(self, message_id: str) -> str:
+        """Hash: one outbound message on its way to the provider: state, attempts, provider id,
+        error code, what to send (body or WhatsApp content), where."""
+        return f"{self.prefix}:delivery:{message_id}"
+
+    @property
+    def delivery_due(self) -> str:
+        """Sorted set: outbound message ids not yet handed to their provider, by when to try."""
+        return f"{self.prefix}:delivery_due"
+
+    def delivery_lock(self, message_id: str) -> str:
+        """Held while one worker talks to the provider about a message (no two at once)."""
+        return f"{self.prefix}:lock:delivery:{message_id}"
+
+    def pacing(self, sender: str) -> str:
+        """The next free send slot (epoch seconds) of one sender (a number, service, mailbox)."""
+        return f"{self.prefix}:pacing:{sender}"
+
+    def email_thread(self, message_id_header: str) -> str:
+        """The conversation and message an outbound email's Message-ID belongs to (threading)."""
+        return f"{self.prefix}:email_thread:{message_id_header}"
+
+    def reply_token(self, token: str) -> str:
+        """The conversation a per-conversation reply address (reply+<token>@...) belongs to."""
+        return f"{self.prefix}:reply_token:{token}"
+
+    def invalid_address(self, address_digest: str) -> str:
+        """Present when a provider said a number cannot receive messages (21211, 21614)."""
+        return f"{self.prefix}:invalid_address:{address_digest}"
+
+    def whatsapp_opt_in(self, debtor_id: str) -> str:
+        """Hash: when and how a debtor opted in to business-initiated WhatsApp messages."""
+        return f"{self.prefix}:wa_opt_in:{debtor_id}"
+
+    @property
+    def unknown_senders(self) -> str:
+        """Set of conversations with senders we could not match to a debtor (for agents)."""
+        return f"{self.prefix}:unknown_senders"
+
     # --- people ----------------------------------------------------------------------
     def user(self, username: str) -> str:
         """Hash: a console/CLI user's role and argon2id password hash."""

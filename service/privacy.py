@@ -74,6 +74,7 @@ from bot.core.debtors import Debtor
 from service.audit import SYSTEM, AuditLog
 from service.debtor_store import RedisDebtorStore
 from service.keys import Keys
+from service.routing import unknown_conversation_id
 from service.settings import PROJECT_ROOT, Settings, SettingsError
 from service.suppression import SuppressionStore
 
@@ -229,9 +230,11 @@ async def _find(redis: Redis, settings: Settings, debtor_id: str) -> Footprint:
     candidates = set()
     if addresses.get("phone"):
         phone = addresses["phone"]
-        candidates |= {f"unknown-{phone.lstrip('+')}", f"unknown-{phone}"}
+        candidates |= {f"unknown-{phone.lstrip('+')}", f"unknown-{phone}",
+                       unknown_conversation_id(settings.pseudonym_key, phone)}
     if addresses.get("email"):
-        candidates.add(f"unknown-{addresses['email']}")
+        candidates |= {f"unknown-{addresses['email']}",
+                       unknown_conversation_id(settings.pseudonym_key, addresses["email"])}
     members = [_s(m) async for m in redis.sscan_iter(_unknown_sender_key(keys))]
     unknown = sorted(m for m in members if m in candidates)
     # ...and those a retention run or crash left out of the set, by their keys
@@ -251,7 +254,8 @@ async def _find(redis: Redis, settings: Settings, debtor_id: str) -> Footprint:
     for kind, key in (("arrangement", keys.arrangement(debtor_id)),
                       ("promise", keys.promise(debtor_id)),
                       ("stop_states", keys.stop_states(debtor_id)),
-                      ("preferences", keys.preferences(debtor_id))):
+                      ("preferences", keys.preferences(debtor_id)),
+                      ("whatsapp_opt_in", keys.whatsapp_opt_in(debtor_id))):
         if await redis.exists(key):
             fp.add(kind, key)
     fp.add("contact_logs", *await _scan(redis, keys.contact_log(_glob(debtor_id), "*")))
@@ -305,6 +309,7 @@ async def _find(redis: Redis, settings: Settings, debtor_id: str) -> Footprint:
 
     for message_id in sorted(fp.outbound_ids):
         for kind, key in (("outbound_markers", keys.outbound(message_id)),
+                          ("delivery_records", keys.delivery(message_id)),
                           ("reminder_markers", keys.reminder_told(message_id))):
             if await redis.exists(key):
                 fp.add(kind, key)
@@ -815,13 +820,17 @@ async def run_retention(redis: Redis, settings: Settings, policy: RetentionPolic
             if not dry_run:
                 await redis.delete(key)
 
-    # send-once markers, by the time they were set (their value)
+    # send-once markers, by the time they were set (their value), with their delivery records
+    # (a record still due is kept: it has not reached its provider yet)
     for key in await _scan(redis, keys.outbound("*")):
         value = _s(await redis.get(key))
         if _is_number(value) and float(value) < cutoff["outbound_markers"]:
+            message_id = key[len(keys.outbound("")):]
+            if await redis.zscore(keys.delivery_due, message_id) is not None:
+                continue
             counts["outbound_markers"] += 1
             if not dry_run:
-                await redis.delete(key)
+                await redis.delete(key, keys.delivery(message_id))
 
     # transcripts of conversations inactive for the period (never one an agent still owns)
     prefix_len = len(keys.transcript(""))
@@ -880,7 +889,8 @@ async def _drop_conversations(redis: Redis, settings: Settings, keys: Keys,
             if isinstance(entry, dict) and entry.get("message_id"):
                 message_id = str(entry["message_id"])
                 if entry.get("direction") == "out":
-                    doomed += [keys.outbound(message_id), keys.reminder_told(message_id)]
+                    doomed += [keys.outbound(message_id), keys.delivery(message_id),
+                               keys.reminder_told(message_id)]
                 else:
                     doomed.append(keys.inbound(message_id))
         doomed += [keys.transcript(conv), keys.conversation(conv), keys.pending(conv),

@@ -24,6 +24,8 @@ from redis.asyncio import Redis
 
 from bot.core.debtors import Debtor
 from channels.base import InboundMessage
+from service.channel_config import ChannelConfig
+from service.channel_rules import ChannelRules
 from service.contact_rules import ContactConfig, ContactRules
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
@@ -32,11 +34,10 @@ from service.inbound import InboundStore
 from service.keys import Keys
 from service.logs import get_logger
 from service.metrics import PROCESSING_LATENCY
-from service.outbox import OutboxTransport
 from service.sending import PlannedMessage, Sender
 from service.settings import Settings
 from service.templates import TemplateRenderer
-from service.understanding import Understanding, understand
+from service.understanding import KEYWORD_INTENTS, Understanding, understand
 from service.unsubscribe import unsubscribe_url
 
 log = get_logger("worker")
@@ -65,6 +66,7 @@ TEMPLATE_KINDS = {
     "wrong_number_ack": "confirmation",
     "cease_ack": "confirmation",
     "unknown_sender": "confirmation",
+    "media_received": "confirmation",
 }
 
 
@@ -75,17 +77,21 @@ class Processor:
     engine: EngineClient
     renderer: TemplateRenderer
     contact_config: ContactConfig | None = None
+    channel_config: ChannelConfig | None = None
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.key_prefix)
         self.debtors = RedisDebtorStore(self.redis, self.keys)
         self.conversations = ConversationStore(self.redis, self.keys)
         self.inbound = InboundStore(self.redis, self.keys)
-        self.outbox = OutboxTransport(self.redis, self.keys)
         config = self.contact_config or ContactConfig.load(self.settings.policies_dir)
         self.rules = ContactRules(self.redis, self.keys, config, self.settings.pseudonym_key)
+        self.channel_config = self.channel_config or ChannelConfig.load(self.settings.policies_dir)
+        self.channel_rules = ChannelRules(self.redis, self.keys, self.channel_config,
+                                          self.settings.pseudonym_key)
         self.sender = Sender(self.redis, self.keys, self.rules, self.renderer, self.common_vars,
-                             on_sent=self._tell_engine)
+                             on_sent=self._tell_engine, channel_rules=self.channel_rules,
+                             queue_name=self.settings.queue_name)
 
     def local_today(self, debtor: Debtor, now: float) -> date:
         """The debtor's date, in the zone the contact rules count their days in (the first of
@@ -133,6 +139,21 @@ class Processor:
         conversation_id, language = debtor.id, debtor.language
         await self.conversations.touch(conversation_id, channel=message.channel, language=language,
                                        inbound_at=message.received_at)
+        if message.channel == "email":
+            await self.conversations.remember_email_thread(
+                conversation_id, message.message_id, message.references, message.subject)
+        if message.media_urls:
+            await self.conversations.add_event(conversation_id, "media_received", {
+                "message_id": message.message_id, "count": len(message.media_urls)})
+        if not message.body.strip():
+            # Only a picture, a voice note or an attachment: acknowledged, kept as a reference
+            # (the URLs are in the transcript), and the debtor asked to write instead.
+            if message.media_urls:
+                await self._send(debtor, message, "media_received", {}, f"{message.message_id}:0")
+            else:
+                await self.conversations.add_event(conversation_id, "empty_message",
+                                                   {"message_id": message.message_id})
+            return
         today = self.local_today(debtor, message.received_at)
         understanding = await self._understanding(message, state, debtor, today)
 
@@ -157,8 +178,15 @@ class Processor:
         if state.get("understanding"):
             stored = json.loads(state["understanding"])
             return Understanding.from_contract(stored)
-        understanding = await understand(message.body, debtor.language, self.engine, today=today,
-                                         default_currency=debtor.currency)
+        button_intent = self.channel_config.buttons.get(message.button_payload or "")
+        if button_intent:
+            # A quick-reply button says what it means; no guessing from its text.
+            source = ("prerule:button" if button_intent in KEYWORD_INTENTS
+                      else f"button:{message.button_payload}")
+            understanding = Understanding(button_intent, 1.0, {}, source)
+        else:
+            understanding = await understand(message.body, debtor.language, self.engine,
+                                             today=today, default_currency=debtor.currency)
         await self.inbound.update(message.message_id,
                                   understanding=json.dumps(understanding.to_contract()))
         await self.conversations.add_event(debtor.id, "understood", {
@@ -233,7 +261,14 @@ class Processor:
             TEMPLATE_KINDS.get(template, "reply"), variables))
 
     async def _answer_unknown_sender(self, message: InboundMessage, conversation_id: str) -> None:
-        await self.redis.sadd(f"{self.settings.key_prefix}:unknown_senders", conversation_id)
+        """A polite generic answer with no debt detail; the conversation waits in the unknown
+        senders list for an agent to match it."""
+        await self.redis.sadd(self.keys.unknown_senders, conversation_id)
+        await self.conversations.touch(conversation_id, channel=message.channel, language="",
+                                       inbound_at=message.received_at)
+        if message.channel == "email":
+            await self.conversations.remember_email_thread(
+                conversation_id, message.message_id, message.references, message.subject)
         await self.sender.send(PlannedMessage(
             f"{message.message_id}:0", None, message.channel, message.address, "unknown_sender",
             "confirmation", language=guess_language(message.address),

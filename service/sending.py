@@ -18,15 +18,17 @@ deferred overnight uses the template text that is live in the morning.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from redis.asyncio import Redis
 
-from bot.core.contact_policy import Decision
+from bot.core.contact_policy import UNSOLICITED_KINDS, Decision
 from bot.core.debtors import Debtor
 from channels.base import OutboundMessage
+from channels.sms_encoding import replace_smart_characters
+from service.channel_rules import REASONS, ChannelRules
 from service.contact_rules import ContactRules
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
@@ -42,6 +44,9 @@ TEMPLATE_RETRY = timedelta(minutes=15)
 #: While one worker re-plans a due message, others leave it alone this long (then a crashed
 #: worker's claim expires and another takes it; the transport still sends at most once).
 RELEASE_LEASE_SECONDS = 120
+#: Messages that stay on the channel they were meant for: an opt-out confirmation on another
+#: channel would be a new contact the debtor did not ask for.
+NO_FALLBACK_KINDS = frozenset({"opt_out_confirmation"})
 
 _CLAIM_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -63,28 +68,34 @@ class PlannedMessage:
     tone: str = "soft"
     conversation_id: str | None = None  # default: the debtor id
     tell_engine: bool = False    # a business-initiated message the dialogue must know about
+    tried_channels: tuple[str, ...] = ()  # channels this message failed on before (fallback)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "PlannedMessage":
-        return cls(**json.loads(raw))
+        fields = json.loads(raw)
+        fields["tried_channels"] = tuple(fields.get("tried_channels") or ())
+        return cls(**fields)
 
 
 class Sender:
     def __init__(self, redis: Redis, keys: Keys, rules: ContactRules, renderer: TemplateRenderer,
-                 common_vars, on_sent=None):
+                 common_vars, on_sent=None, *, channel_rules: ChannelRules | None = None,
+                 queue_name: str = ""):
         """`common_vars(debtor, channel, language, template)` gives the variables every
         template receives (company, first name, unsubscribe link, disclosures...).
-        `on_sent(plan)` (async) runs after a message with `tell_engine` went out."""
+        `on_sent(plan)` (async) runs after a message with `tell_engine` went out.
+        `channel_rules`: WhatsApp's window and templates, invalid numbers, fallback."""
         self.on_sent = on_sent
+        self.channel_rules = channel_rules
         self.redis = redis
         self.keys = keys
         self.rules = rules
         self.renderer = renderer
         self.common_vars = common_vars
-        self.outbox = OutboxTransport(redis, keys)
+        self.outbox = OutboxTransport(redis, keys, queue_name)
         self.conversations = ConversationStore(redis, keys)
         self.debtors = RedisDebtorStore(redis, keys)
         self._claim_due = redis.register_script(_CLAIM_DUE)
@@ -113,11 +124,21 @@ class Sender:
     async def _deliver(self, plan: PlannedMessage, debtor: Debtor | None, decision: Decision,
                        now: datetime) -> Decision:
         language = plan.language or (debtor.language if debtor else "en")
+        conversation_id = plan.conversation_id or plan.debtor_id or ""
+        extra: dict[str, Any] = {"kind": plan.kind, "plan": plan.to_json()}
+        variables = {**self.common_vars(debtor, plan.channel, language, plan.template),
+                     **plan.variables}
+        if self.channel_rules is not None:
+            refusal = await self._channel_refusal(plan, conversation_id, language, now, extra,
+                                                  variables)
+            if refusal is not None:
+                await self._refuse(plan, refusal)
+                await self.fall_back(plan, refusal.reason, debtor=debtor, now=now)
+                return refusal
         try:
             rendered = self.renderer.render(
                 plan.template, channel=plan.channel, language=language, tone=plan.tone,
-                variables={**self.common_vars(debtor, plan.channel, language, plan.template),
-                           **plan.variables})
+                variables=variables)
         except TemplateError as e:
             if e.content:
                 # The template is fine, this message is not (a threat phrase an agent typed,
@@ -129,17 +150,93 @@ class Sender:
                       channel=plan.channel, error=str(e))
             held = Decision("defer", "template_invalid", str(e), now + TEMPLATE_RETRY)
             return await self._defer(plan, held)
-        conversation_id = plan.conversation_id or plan.debtor_id or ""
+        body, subject = rendered.body, rendered.subject
+        if plan.channel == "sms" and self.channel_rules and self.channel_rules.config.replace_smart_characters:
+            body = replace_smart_characters(body)
+        if plan.channel == "email":
+            subject = await self._email_thread(conversation_id, plan, subject, extra)
+            extra["unsubscribe_url"] = variables.get("unsubscribe_url") or ""
         sent = await self.outbox.send(OutboundMessage(
-            plan.message_id, conversation_id, plan.channel, plan.address, rendered.body,
-            plan.template, language, rendered.subject, tone=plan.tone,
-            extra={"kind": plan.kind}))
+            plan.message_id, conversation_id, plan.channel, plan.address, body,
+            plan.template, language, subject, tone=plan.tone, extra=extra))
         if sent and plan.debtor_id and decision.counts_against_caps:
             await self.rules.record_sent(plan.debtor_id, plan.channel, plan.message_id, now)
         if plan.tell_engine and self.on_sent is not None:
             await self.on_sent(plan)  # idempotent on its side: retried until it succeeds
         await self._forget_deferred(plan.message_id)
         return decision
+
+    async def _channel_refusal(self, plan: PlannedMessage, conversation_id: str, language: str,
+                               now: datetime, extra: dict[str, Any],
+                               variables: dict[str, Any]) -> Decision | None:
+        """The channel's own rules: a number the provider called invalid; WhatsApp's window,
+        templates and opt-in. Adds the WhatsApp template to `extra` when one is needed."""
+        rules = self.channel_rules
+        assert rules is not None
+        if plan.channel != "email" and await rules.is_invalid(plan.channel, plan.address):
+            return Decision("refuse", "invalid_address", REASONS["invalid_address"])
+        if plan.channel != "whatsapp":
+            return None
+        wa = await rules.whatsapp_plan(conversation_id=conversation_id, debtor_id=plan.debtor_id,
+                                       kind=plan.kind, template=plan.template,
+                                       language=language, now=now.timestamp())
+        if wa.mode == "refuse":
+            return Decision("refuse", wa.reason, REASONS[wa.reason])
+        if wa.mode == "template":
+            extra["content_sid"] = wa.content_sid
+            try:
+                extra["content_variables"] = rules.content_variables(plan.template, language,
+                                                                     variables)
+            except Exception as error:  # noqa: BLE001 - any expression error: refuse, named
+                return Decision("refuse", "whatsapp_template_variables",
+                                f"the WhatsApp template's variables did not render: {error}")
+        return None
+
+    async def _email_thread(self, conversation_id: str, plan: PlannedMessage,
+                            subject: str | None, extra: dict[str, Any]) -> str | None:
+        """Threading headers for an answer to the debtor's email, and "Re: <their subject>"
+        so their mail client files it with their message."""
+        state = await self.redis.hmget(self.keys.conversation(conversation_id),
+                                       ["email_last_message_id", "email_references",
+                                        "email_subject"])
+        last_id, references, their_subject = (v.decode() if v else "" for v in state)
+        if not last_id or plan.kind in UNSOLICITED_KINDS:
+            return subject
+        extra["in_reply_to"] = last_id
+        extra["references"] = references or json.dumps([last_id])
+        if their_subject:
+            bare = their_subject
+            while bare[:3].lower() in ("re:", "aw:") or bare[:4].lower() == "fwd:":
+                bare = bare.split(":", 1)[1].strip()
+            return f"Re: {bare}"[:200]
+        return subject
+
+    async def fall_back(self, plan: PlannedMessage, reason: str, *, debtor: Debtor | None = None,
+                        now: datetime | None = None) -> Decision | None:
+        """Plan the same message on the next channel the debtor can be reached on (after an
+        undelivered SMS, a bounce, a closed WhatsApp window), through the contact rules
+        again. None when there is no channel left or this message should not move."""
+        if self.channel_rules is None or not plan.debtor_id or plan.kind in NO_FALLBACK_KINDS:
+            return None
+        debtor = debtor or await self.debtors.get(plan.debtor_id)
+        if debtor is None:
+            return None
+        tried = {*plan.tried_channels, plan.channel}
+        found = self.channel_rules.next_channel(debtor, tried)
+        conversation_id = plan.conversation_id or plan.debtor_id
+        if found is None:
+            await self.conversations.add_event(conversation_id, "undeliverable", {
+                "message_id": plan.message_id, "template": plan.template, "reason": reason,
+                "tried": sorted(tried)})
+            return None
+        channel, address = found
+        base_id = plan.message_id.split("~", 1)[0]
+        moved = replace(plan, message_id=f"{base_id}~{channel}", channel=channel,
+                        address=address, tried_channels=tuple(sorted(tried)))
+        await self.conversations.add_event(conversation_id, "fallback", {
+            "message_id": plan.message_id, "to_message_id": moved.message_id,
+            "from_channel": plan.channel, "channel": channel, "reason": reason})
+        return await self.send(moved, debtor=debtor, now=now)
 
     async def _refuse(self, plan: PlannedMessage, decision: Decision) -> Decision:
         await self._forget_deferred(plan.message_id)

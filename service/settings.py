@@ -43,6 +43,13 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -70,6 +77,27 @@ class Settings:
     templates_dir: Path = PROJECT_ROOT / "message_templates"
     policies_dir: Path = PROJECT_ROOT / "policies"
     state_dir: Path = PROJECT_ROOT / ".run"
+    # --- providers (#3). Secrets from the environment only; never in repr or logs.
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = field(default="", repr=False)
+    twilio_api_url: str = ""             # "" = Twilio itself; a URL = a fake (tests, sandbox)
+    # The base URL Twilio and SendGrid call us at (behind a proxy or tunnel, the public one):
+    # webhook signatures are computed over it.
+    webhook_base_url: str = "http://127.0.0.1:8080"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_starttls: str = "auto"          # auto | always | never
+    smtp_validate_certs: bool = True
+    sendgrid_api_key: str = field(default="", repr=False)
+    sendgrid_api_url: str = "https://api.sendgrid.com"
+    # SendGrid Inbound Parse security policy: the ECDSA public key (base64 DER or PEM) its
+    # signatures are checked with. Empty: the route refuses every request.
+    sendgrid_inbound_public_key: str = ""
+    # Our own SMTP listener for inbound mail (self-hosting); 0 = off.
+    smtp_listen_port: int = 0
+    smtp_listen_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -116,7 +144,30 @@ class Settings:
             templates_dir=Path(env.get("NUDGE_TEMPLATES_DIR", str(PROJECT_ROOT / "message_templates"))),
             state_dir=Path(env.get("NUDGE_STATE_DIR", str(PROJECT_ROOT / ".run"))),
             policies_dir=Path(env.get("NUDGE_POLICIES_DIR", str(PROJECT_ROOT / "policies"))),
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),
+            twilio_api_url=env.get("NUDGE_TWILIO_API_URL", "").rstrip("/"),
+            webhook_base_url=env.get("NUDGE_WEBHOOK_BASE_URL",
+                                     env.get("NUDGE_PUBLIC_URL", f"http://127.0.0.1:{gateway_port}")
+                                     ).rstrip("/"),
+            smtp_host=env.get("NUDGE_SMTP_HOST", cls.smtp_host),
+            smtp_port=_int(env, "NUDGE_SMTP_PORT", cls.smtp_port, low=1),
+            smtp_username=env.get("NUDGE_SMTP_USERNAME", ""),
+            smtp_password=env.get("NUDGE_SMTP_PASSWORD", ""),
+            smtp_starttls=_choice(env, "NUDGE_SMTP_STARTTLS", "auto", ("auto", "always", "never")),
+            smtp_validate_certs=env.get("NUDGE_SMTP_VALIDATE_CERTS", "1") not in ("0", "false", "no"),
+            sendgrid_api_key=env.get("SENDGRID_API_KEY", ""),
+            sendgrid_api_url=env.get("NUDGE_SENDGRID_API_URL", cls.sendgrid_api_url).rstrip("/"),
+            sendgrid_inbound_public_key=env.get("NUDGE_SENDGRID_INBOUND_PUBLIC_KEY", ""),
+            smtp_listen_port=_int(env, "NUDGE_SMTP_LISTEN_PORT", 0),
+            smtp_listen_host=env.get("NUDGE_SMTP_LISTEN_HOST", "127.0.0.1"),
         )
+
+    def require_twilio(self) -> None:
+        """The worker and gateway need Twilio's credentials (real or the sandbox's)."""
+        if not self.twilio_account_sid or not self.twilio_auth_token:
+            raise SettingsError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set "
+                                "(`make run` makes sandbox ones in .run/secrets.env)")
 
     def require_tokens(self) -> None:
         """Processes that talk to the engine or action server call this at start-up."""
@@ -157,6 +208,12 @@ def ensure_local_secrets(state_dir: Path) -> dict[str, str]:
         if not secrets_now.get(name):
             secrets_now[name] = new_token()
             changed = True
+    # A sandbox Twilio account for the local fake Twilio server (sandbox/fake_twilio.py):
+    # `make run` talks to it unless real credentials are in the environment.
+    if not secrets_now.get("TWILIO_ACCOUNT_SID"):
+        secrets_now["TWILIO_ACCOUNT_SID"] = "AC" + secrets.token_hex(16)
+        secrets_now["TWILIO_AUTH_TOKEN"] = secrets.token_hex(16)
+        changed = True
     if changed:
         state_dir.mkdir(parents=True, exist_ok=True)
         path = state_dir / SECRETS_FILE

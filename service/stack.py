@@ -98,6 +98,22 @@ class Stack:
                               "--protected-mode", "yes"])
         self._wait("redis", lambda: redis_answers(url), 20)
 
+    def start_sandbox_providers(self) -> None:
+        """Local stand-ins for Twilio and a mail server (sandbox/): the fake Twilio API
+        answers the real SDK and posts signed status callbacks to the gateway; the SMTP
+        sink keeps every outbound email as a file in .run/mail. Their addresses come from
+        `sandbox_env` (already in this stack's environment)."""
+        twilio_port = str(urlparse(self.settings.twilio_api_url).port)
+        self._spawn("twilio", [APP_PYTHON, "-m", "sandbox.fake_twilio", "--port", twilio_port,
+                               "--account-sid", self.settings.twilio_account_sid,
+                               "--auth-token", self.settings.twilio_auth_token])
+        mail_dir = self.settings.state_dir / "mail"
+        mail_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn("mail", [APP_PYTHON, "-m", "sandbox.smtp_sink", "--port",
+                             str(self.settings.smtp_port), "--dir", str(mail_dir)])
+        self._wait("twilio", lambda: _port_open("127.0.0.1", int(twilio_port)), 30)
+        self._wait("mail", lambda: _port_open("127.0.0.1", self.settings.smtp_port), 30)
+
     def start_services(self, *, model: Path | None = None, workers: int = 1) -> None:
         """Action server, engine, gateway and workers; all spawned first, then awaited, so
         their start-ups overlap."""
@@ -204,3 +220,19 @@ def _http_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def sandbox_env(*, twilio_port: int, smtp_port: int, smtp_listen_port: int) -> dict[str, str]:
+    """Environment that points the product at the sandbox providers: the fake Twilio API, the
+    SMTP sink for outbound mail, and the gateway's own SMTP listener for inbound mail."""
+    return {"NUDGE_TWILIO_API_URL": f"http://127.0.0.1:{twilio_port}",
+            "NUDGE_SMTP_HOST": "127.0.0.1", "NUDGE_SMTP_PORT": str(smtp_port),
+            "NUDGE_SMTP_STARTTLS": "never", "NUDGE_SMTP_LISTEN_PORT": str(smtp_listen_port)}

@@ -1,5 +1,6 @@
-"""The worker: arq consumers for inbound processing and reminders, plus a sweep that finds
-work a crashed process left behind, and a daily retention run (service/privacy.py).
+"""The worker: arq consumers for inbound processing, reminders, delivery to the providers
+(service/delivery.py) and acting on failed deliveries, plus a sweep that finds work a crashed
+process left behind, and a daily retention run (service/privacy.py).
 
 Run with `python -m service.worker`. SIGINT/SIGTERM cancel running jobs, which arq puts back
 on the queue; every job is idempotent (service/processing.py), so a retry sends nothing twice.
@@ -16,10 +17,14 @@ from arq.connections import RedisSettings
 from arq.worker import run_worker
 from prometheus_client import start_http_server
 
+from service.delivery import Deliverer
+from service.delivery_failures import FailureHandler
 from service.engine import EngineClient, EngineError
 from service.logs import configure_logging, get_logger
 from service.privacy import load_retention_policy, run_retention
 from service.processing import Processor
+from service.providers import EmailProvider, TwilioProvider
+from service.routing import InboundRouter
 from service.settings import Settings
 from service.templates import TemplateRenderer
 
@@ -35,6 +40,18 @@ async def startup(ctx: dict[str, Any]) -> None:
                                  TemplateRenderer(settings.templates_dir,
                                                   company_name=settings.company_name))
     ctx["engine"] = engine
+    processor: Processor = ctx["processor"]
+    settings.require_twilio()
+    router = InboundRouter(ctx["redis"], processor.keys, settings.pseudonym_key)
+    providers = {"sms": TwilioProvider(settings, processor.channel_config),
+                 "email": EmailProvider(settings, processor.channel_config, router)}
+    providers["whatsapp"] = providers["sms"]
+    ctx["providers"] = providers
+    ctx["deliverer"] = Deliverer(ctx["redis"], processor.keys, processor.channel_config,
+                                 providers, settings.queue_name, on_failure=_failed(ctx))
+    ctx["failures"] = FailureHandler(ctx["deliverer"].store, processor.sender,
+                                     processor.rules.suppressions, processor.conversations,
+                                     processor.rules.audit)
     # An invalid retention policy stops the worker at start-up, not at 03:30 (service/privacy.py).
     ctx["retention_policy"] = load_retention_policy(settings)
     await sweep(ctx)
@@ -42,6 +59,26 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["engine"].close()
+    for provider in {id(p): p for p in ctx.get("providers", {}).values()}.values():
+        await provider.close()
+
+
+def _failed(ctx: dict[str, Any]):
+    async def on_failure(record: dict[str, str]) -> None:
+        # A failure at create time (21610, 21211...): acted on in its own job, like one a
+        # status callback reports, so a crash here cannot lose it.
+        await ctx["redis"].enqueue_job("handle_delivery_failure", record["message_id"],
+                                       _job_id=f"fail:{record['message_id']}",
+                                       _queue_name=SETTINGS.queue_name)
+    return on_failure
+
+
+async def deliver_message(ctx: dict[str, Any], message_id: str) -> str:
+    return await ctx["deliverer"].deliver(message_id)
+
+
+async def handle_delivery_failure(ctx: dict[str, Any], message_id: str) -> str:
+    return await ctx["failures"].handle(message_id)
 
 
 def _backoff(ctx: dict[str, Any]) -> float:
@@ -83,6 +120,10 @@ async def sweep(ctx: dict[str, Any]) -> int:
     released = await processor.sender.release_due()
     if released:
         log.info("deferred_released", messages=released)
+    # Outbound messages whose delivery job was lost (a crash between outbox and enqueue).
+    stalled = await ctx["deliverer"].requeue_stalled(time.time())
+    if stalled:
+        log.info("delivery_requeued", messages=stalled)
     return found
 
 
@@ -95,7 +136,7 @@ async def retention(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 class WorkerSettings:
-    functions = [process_conversation, send_reminder]
+    functions = [process_conversation, send_reminder, deliver_message, handle_delivery_failure]
     cron_jobs = [cron(sweep, second={0, 30}, run_at_startup=False, unique=True),
                  cron(retention, hour={3}, minute={30}, second={0}, run_at_startup=False,
                       unique=True, timeout=3600)]

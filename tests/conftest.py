@@ -8,6 +8,7 @@ on free ports, with its own Redis and key prefixes.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -17,7 +18,7 @@ import pytest
 import redis
 
 from service.settings import Settings, new_token
-from service.stack import Stack, free_port, redis_answers
+from service.stack import Stack, free_port, redis_answers, sandbox_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -72,6 +73,11 @@ def stack_env(redis_url: str, **extra: str) -> dict[str, str]:
         "NUDGE_STATE_DIR": str(ROOT / ".run" / "test"),
         "NUDGE_CONVERSATION_LOCK_SECONDS": "5",
         "NUDGE_LOG_LEVEL": "WARNING",
+        # a sandbox Twilio account: the fake Twilio server (sandbox/fake_twilio.py) knows it
+        "TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16),
+        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+        **sandbox_env(twilio_port=free_port(), smtp_port=free_port(),
+                      smtp_listen_port=free_port()),
         **extra,
     }
     return env
@@ -115,6 +121,7 @@ def product(redis_server, tmp_path_factory) -> RunningStack:
     log = open(ROOT / ".run" / "test-stack.log", "w")  # every process's output, for post-mortems
     stack = Stack(settings, env, out=log)
     try:
+        stack.start_sandbox_providers()
         stack.start_services()
     except Exception:
         stack.stop()
