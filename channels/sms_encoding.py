@@ -15,6 +15,7 @@ one pasted ``’`` does not turn a whole message into UCS-2.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,15 @@ from typing import Literal
 # regex, not re: re has no grapheme clusters (\X) nor Unicode property classes
 import regex
 
-__all__ = ["SmsEncoding", "analyse", "is_gsm7", "replace_smart_characters"]
+__all__ = [
+    "GSM7_ALPHABET",
+    "GSM7_BASIC",
+    "GSM7_EXTENSION",
+    "SmsEncoding",
+    "analyse",
+    "is_gsm7",
+    "replace_smart_characters",
+]
 
 Encoding = Literal["GSM-7", "UCS-2"]
 
@@ -34,20 +43,22 @@ GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+GSM7_ALPHABET = GSM7_BASIC | GSM7_EXTENSION
 
 _SEGMENT_BITS = 1120  # 140 octets
 _HEADER_BITS = 48  # the concatenation header, in every segment of a multi-segment message
 _UNIT_BITS: dict[Encoding, int] = {"GSM-7": 7, "UCS-2": 16}
 
 # A character class runs in the regex engine: analyse() runs on every outbound SMS, and most
-# bodies are plain GSM-7 that these searches settle without a Python loop.
-_NOT_GSM7_RE = re.compile("[^" + re.escape("".join(sorted(GSM7_BASIC | GSM7_EXTENSION))) + "]")
+# bodies are plain GSM-7 that one search settles without a Python loop.
+_NOT_GSM7_BASIC_RE = re.compile("[^" + re.escape("".join(sorted(GSM7_BASIC))) + "]")
+_NOT_GSM7_RE = re.compile("[^" + re.escape("".join(sorted(GSM7_ALPHABET))) + "]")
 _GSM7_EXTENSION_RE = re.compile("[" + re.escape("".join(sorted(GSM7_EXTENSION))) + "]")
 _ASTRAL_RE = re.compile("[\U00010000-\U0010ffff]")  # a surrogate pair in UTF-16
 _GRAPHEME_RE = regex.compile(r"\X")
 # Characters that can join a neighbour into one grapheme (UAX #29): combining marks, ZWJ,
 # regional indicators, Hangul jamo, CR of CRLF... A body without any is one grapheme per code
-# point, and its layout needs no grapheme split.
+# point, and its layout needs no grapheme split. See _joining_bmp_re for the fast form.
 _JOINING_RE = regex.compile(
     r"[\r\p{GCB=Extend}\p{GCB=ZWJ}\p{GCB=SpacingMark}\p{GCB=Prepend}"
     r"\p{GCB=Regional_Indicator}\p{GCB=L}\p{GCB=V}\p{GCB=T}]"
@@ -55,14 +66,16 @@ _JOINING_RE = regex.compile(
 
 # Twilio moves the characters that the first segment's header pushes out, and the one that did
 # not fit, into the second segment without checking that they fit there. With graphemes of at
-# most 32 UTF-16 units they always do (3 + 2 x 32 <= 67 + 1), and filling each segment
-# greedily gives Twilio's count; longer graphemes (stacked combining marks) take the faithful
-# port, _twilio_segment_count.
+# most 32 UTF-16 units they always do (what the header pushes out is under 3 + 32 units, plus
+# at most 32: within the 67 of a segment), so filling each segment greedily gives Twilio's
+# count; longer graphemes (stacked combining marks) take the port, _twilio_segment_count.
 _LONGEST_GREEDY_GRAPHEME = 32
 
 
 @dataclass(frozen=True)
 class SmsEncoding:
+    """What an SMS body costs, as Twilio's calculator reports it."""
+
     encoding: Encoding
     segments: int
     message_size_bits: int  # the characters alone
@@ -79,14 +92,35 @@ def is_gsm7(body: str) -> bool:
 
 def analyse(body: str) -> SmsEncoding:
     """The encoding, segments and sizes Twilio computes for ``body``."""
+    if _NOT_GSM7_BASIC_RE.search(body) is None:  # the usual body: one septet per character
+        return _layout(body, "GSM-7", len(body), (), ())
     if is_gsm7(body):
         escapes = [(m.start(), 1) for m in _GSM7_EXTENSION_RE.finditer(body)]
         return _layout(body, "GSM-7", len(body), escapes, ())
-    if _JOINING_RE.search(body) is None:
-        surrogate_pairs = [(m.start(), 1) for m in _ASTRAL_RE.finditer(body)]
+    surrogate_pairs = [(m.start(), 1) for m in _ASTRAL_RE.finditer(body)]
+    if _one_grapheme_per_code_point(body, surrogate_pairs):
         non_gsm = tuple(dict.fromkeys(_NOT_GSM7_RE.findall(body)))
         return _layout(body, "UCS-2", len(body), surrogate_pairs, non_gsm)
     return _layout_graphemes(body)
+
+
+def _one_grapheme_per_code_point(body: str, surrogate_pairs: Sequence[tuple[int, int]]) -> bool:
+    """True when no character of ``body`` can join a neighbour into one grapheme."""
+    if _joining_bmp_re().search(body):
+        return False
+    return not any(_JOINING_RE.match(body, index) for index, _ in surrogate_pairs)
+
+
+@functools.cache
+def _joining_bmp_re() -> re.Pattern[str]:
+    """_JOINING_RE's characters of the Basic Multilingual Plane, as a re class.
+
+    re checks a BMP-only class with one table look-up per character, several times faster than
+    regex's Unicode property look-ups; building it takes some 20 ms, once, on the first UCS-2
+    body. (With astral characters in the class, re would test them range by range instead.)
+    """
+    bmp = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x10000)))
+    return re.compile("[" + re.escape("".join(_JOINING_RE.findall(bmp))) + "]")
 
 
 def _layout(body: str, encoding: Encoding, atoms: int, heavy: Sequence[tuple[int, int]],
@@ -107,14 +141,20 @@ def _layout_graphemes(body: str) -> SmsEncoding:
     flags, emoji sequences): each grapheme stays whole within one segment."""
     graphemes = _GRAPHEME_RE.findall(body)
     if "\r\n" in graphemes:  # Twilio counts CRLF as two characters
-        graphemes = [part for g in graphemes for part in ((g,) if g != "\r\n" else g)]
-    units = [len(g.encode("utf-16-le")) // 2 for g in graphemes]
-    non_gsm = tuple(dict.fromkeys(g for g in graphemes if not is_gsm7(g)))
-    if max(units) <= _LONGEST_GREEDY_GRAPHEME:
-        heavy = [(index, n - 1) for index, n in enumerate(units) if n > 1]
+        graphemes = [part for g in graphemes for part in (("\r", "\n") if g == "\r\n" else (g,))]
+    # a multi-character string is never in the alphabet: each grapheme is checked whole
+    non_gsm = tuple(dict.fromkeys(g for g in graphemes if g not in GSM7_ALPHABET))
+    heavy = [(index, _utf16_units(g) - 1) for index, g in enumerate(graphemes)
+             if len(g) > 1 or g > "\uffff"]
+    if all(extra < _LONGEST_GREEDY_GRAPHEME for _, extra in heavy):
         return _layout(body, "UCS-2", len(graphemes), heavy, non_gsm)
+    units = [_utf16_units(g) for g in graphemes]
     segments = _twilio_segment_count([16 * n for n in units])
     return _result(body, "UCS-2", segments, 16 * sum(units), len(graphemes), non_gsm)
+
+
+def _utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _result(body: str, encoding: Encoding, segments: int, message_bits: int, characters: int,

@@ -11,6 +11,10 @@ delivery code acts on:
                   any new attempt, or the debtor gets it twice.
 * ``permanent`` - it never will (other 4xx: 21610 unsubscribed, 21211 invalid number...).
 
+Errors of `create_async`/`fetch_async` come as TwilioRestException (`.status`, `.code`, `.msg`);
+errors of `list_async`/`page_async` as a plain TwilioException carrying the HTTP response.
+`describe_error` reads both.
+
 Why the URL is rewritten in the HTTP client rather than on the SDK's domain object: every
 request, including the next-page URLs that the SDK builds from `next_page_uri` and the
 regional hosts it makes from TWILIO_EDGE / TWILIO_REGION, passes through one method,
@@ -22,13 +26,18 @@ depend on the SDK creating its domain objects lazily.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import (
+    TwilioException,
+    TwilioRestException,
+    TwilioServiceException,
+)
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
@@ -60,40 +69,47 @@ class _RedirectingHttpClient(AsyncTwilioHttpClient):
     * Optionally, api.twilio.com replaced by another base URL (the fake). Any other Twilio host
       is refused then, so a sandboxed product can never reach a real Twilio service by accident.
 
-    Basic auth goes in as a header because aiohttp deprecates its `auth=` argument.
+    Basic auth goes in as a header because aiohttp deprecates its `auth=` argument and
+    its BasicAuth class.
     """
 
     def __init__(self, *, timeout: float, api_base_url: str | None):
         super().__init__(timeout=timeout)
-        self._base = _parse_base_url(api_base_url) if api_base_url else None
+        if api_base_url is not None:
+            _check_base_url(api_base_url)
+        self.api_base_url = api_base_url
 
     async def request(self, method: str, url: str, params=None, data=None, headers=None,
                       auth=None, timeout: float | None = None,
                       allow_redirects: bool = False) -> Response:
         headers = dict(headers or {})
         if auth is not None:
-            headers["Authorization"] = aiohttp.BasicAuth(auth[0], auth[1]).encode()
+            headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
         return await super().request(
-            method, self._route(url), params=params, data=data, headers=headers, auth=None,
-            timeout=timeout or self.timeout, allow_redirects=allow_redirects,
+            method, redirect_url(url, self.api_base_url), params=params, data=data,
+            headers=headers, auth=None, timeout=timeout or self.timeout,
+            allow_redirects=allow_redirects,
         )
 
-    def _route(self, url: str) -> str:
-        if self._base is None:
-            return url
-        parts = urlsplit(url)
-        if not _API_HOST.match(parts.hostname or ""):
-            raise TwilioException(
-                f"{parts.hostname} is not redirected to the sandbox: only api.twilio.com is")
-        path = self._base.path.rstrip("/") + parts.path
-        return urlunsplit((self._base.scheme, self._base.netloc, path, parts.query, ""))
+
+def redirect_url(url: str, api_base_url: str | None) -> str:
+    """Where a request for `url` goes: unchanged without a base URL; else api.twilio.com (or a
+    regional form of it) replaced by the base URL's scheme, host and path prefix, the path and
+    query kept. Any other Twilio host raises TwilioException then: it has no fake."""
+    if api_base_url is None:
+        return url
+    parts, base = urlsplit(url), urlsplit(api_base_url)
+    if not _API_HOST.match(parts.hostname or ""):
+        raise TwilioException(
+            f"{parts.hostname} is not redirected to the sandbox: only api.twilio.com is")
+    path = base.path.rstrip("/") + parts.path
+    return urlunsplit((base.scheme, base.netloc, path, parts.query, ""))
 
 
-def _parse_base_url(api_base_url: str):
+def _check_base_url(api_base_url: str) -> None:
     parts = urlsplit(api_base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"api_base_url must be an http(s) URL with a host, not {api_base_url!r}")
-    return parts
 
 
 def make_twilio_client(account_sid: str, auth_token: str, api_base_url: str | None = None, *,
@@ -142,6 +158,12 @@ def describe_error(exc: BaseException) -> TwilioFailure:
     """
     if isinstance(exc, (TwilioRestException, TwilioServiceException)):
         return _from_answer(exc.status, exc.code, _message_of(exc))
+    page_answer = _page_answer(exc)
+    if page_answer is not None:
+        return _from_answer(page_answer.status_code, *_code_and_message(page_answer.text))
+    if isinstance(exc, TwilioException):
+        # Raised before any request: a client that cannot make this call at all.
+        return TwilioFailure("permanent", None, None, f"not sent: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         # The TCP connection was never made, so no request reached Twilio.
         return TwilioFailure("retry", None, None, f"could not connect: {exc}")
@@ -159,6 +181,24 @@ def _from_answer(status: int, code: int | None, message: str) -> TwilioFailure:
                              f"refused (HTTP {status}, Twilio error {code}): {message}")
     return TwilioFailure("ambiguous", status, code,
                          f"server error (HTTP {status}, {code}): the message may exist")
+
+
+def _page_answer(exc: BaseException) -> Response | None:
+    """The error answer to a list or page call. The SDK raises those as a plain
+    TwilioException("Unable to fetch page", response), not as TwilioRestException."""
+    if isinstance(exc, TwilioException) and len(exc.args) > 1 and isinstance(exc.args[1], Response):
+        return exc.args[1]
+    return None
+
+
+def _code_and_message(text: str) -> tuple[int | None, str]:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None, text[:200]
+    if not isinstance(body, dict):
+        return None, text[:200]
+    return body.get("code"), str(body.get("message", ""))
 
 
 def _message_of(exc: TwilioRestException | TwilioServiceException) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import phonenumbers
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from channels.base import InboundMessage
 
@@ -32,12 +32,18 @@ class TwilioRequestError(ValueError):
     """A signed request whose content is not what Twilio sends."""
 
 
-def signature_valid(auth_token: str, public_url: str, params: Mapping[str, str],
-                    signature: str | None) -> bool:
-    """True if `signature` is Twilio's for this URL and these form parameters."""
-    if not signature or not auth_token:
+def signature_valid(secret: str, public_url: str, params: Mapping[str, str] | str,
+                    signature: str | None, settings_header: str | None = None) -> bool:
+    """True if `signature` is Twilio's for this URL and these form parameters.
+
+    `params` may be a multi-dict (aiohttp's form): Twilio signs every value of a repeated
+    parameter. `settings_header` is X-Twilio-Webhooks-Signature-Settings: when present it
+    names the algorithm (HMAC-SHA256) and the request is signed with the webhook shared key,
+    which the caller passes as `secret` instead of the auth token."""
+    if not signature or not secret:
         return False
-    return RequestValidator(auth_token).validate(public_url, dict(params), signature)
+    algorithm = get_signature_algorithm(settings_header)
+    return RequestValidator(secret).validate(public_url, params, signature, algorithm)
 
 
 def _e164(value: str, field: str) -> str:

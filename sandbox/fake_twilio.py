@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import functools
 import hmac
 import json
+import logging
 import math
 import os
 import random
@@ -33,11 +35,12 @@ import re
 import secrets
 import sys
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -48,6 +51,8 @@ try:
     from channels.sms_encoding import analyse as _analyse_sms
 except ImportError:  # the product's encoder is optional here; the fallback below is simpler
     _analyse_sms = None
+
+log = logging.getLogger("sandbox.fake_twilio")
 
 DEFAULT_SPEC = (Path(__file__).resolve().parents[2]
                 / "shared" / "testdata" / "twilio" / "twilio_api_v2010.json")
@@ -271,8 +276,8 @@ def parse_when(value: str) -> datetime | None:
         except (TypeError, ValueError):
             return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 # --- message helpers ---------------------------------------------------------------------------
@@ -327,6 +332,7 @@ class StoredMessage:
     delivery_error: int | None
     send_at: datetime | None = None
     deleted: bool = False
+    progress: asyncio.Task | None = field(default=None, repr=False)   # statuses and callbacks
 
     @property
     def sid(self) -> str:
@@ -382,6 +388,7 @@ class FakeTwilio:
         self.callback_delay = callback_delay
         self.session: aiohttp.ClientSession | None = None   # set by the app while it runs
         self._tasks: set[asyncio.Task] = set()
+        self._task_errors: list[BaseException] = []
         self._release: asyncio.Event | None = None
         self._handlers: dict[str, Callable[..., Awaitable[web.Response]]] = {
             "CreateMessage": self._create_message, "ListMessage": self._list_messages,
@@ -416,10 +423,21 @@ class FakeTwilio:
         return list(self._callbacks)
 
     async def settle(self, timeout: float = 10.0) -> None:
-        """Wait until every message has reached its final status and its callbacks went out."""
+        """Wait until every message has reached its final status and its callbacks went out
+        (scheduled messages wait for their SendAt); re-raise what went wrong in between."""
         async with asyncio.timeout(timeout):
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
+        if self._task_errors:
+            raise self._task_errors[0]
+
+    async def close(self) -> None:
+        """Stop pending statuses and callbacks and end hangs (the app does this on exit)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.release_hangs()
 
     # --- scripting ----------------------------------------------------------------------
     def fail_next(self, n: int = 1, status: int = 500, code: int = 20500, *,
@@ -514,14 +532,11 @@ class FakeTwilio:
         refused = ApiError(401, 20003, "Authenticate",
                            detail="Your AccountSid or AuthToken was incorrect.",
                            headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
-        try:
-            credentials = aiohttp.BasicAuth.decode(request.headers.get("Authorization", ""))
-        except ValueError:
-            raise refused from None
-        expected = self.auth_tokens.get(credentials.login)
-        account = path_params.get("AccountSid", credentials.login)
-        if (expected is None or account != credentials.login
-                or not hmac.compare_digest(expected, credentials.password)):
+        login, password = _basic_credentials(request.headers.get("Authorization", ""))
+        expected = self.auth_tokens.get(login)
+        account = path_params.get("AccountSid", login)
+        if expected is None or account != login or not hmac.compare_digest(
+                expected.encode(), password.encode()):
             raise refused
         return account
 
@@ -554,7 +569,7 @@ class FakeTwilio:
             self._release = asyncio.Event()
         try:
             await asyncio.wait_for(self._release.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass    # the hang simply ran its course
 
     async def _carry_out(self, request: web.Request, operation: Operation, account: str,
@@ -636,7 +651,7 @@ class FakeTwilio:
 
     def _store(self, account: str, form: dict[str, str], params: Params, to: str,
                sender: str | None, body: str, error_code: int | None) -> StoredMessage:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         channel = split_channel(to)[0]
         media = params.get("MediaUrl", [])
         sid = new_sid("MM" if media else "SM")
@@ -675,6 +690,7 @@ class FakeTwilio:
         if form.get("Status") == "canceled":
             if message.resource["status"] != "scheduled":
                 raise bad_request(20001, "Only a scheduled message can be canceled")
+            _stop(message)
             self._set_status(message, "canceled")
         if "Body" in form:
             if form["Body"] != "":
@@ -687,7 +703,9 @@ class FakeTwilio:
 
     async def _delete_message(self, request: web.Request, account: str,
                               path_params: dict[str, str], params: Params) -> web.Response:
-        self._find(request, account, path_params["Sid"]).deleted = True
+        message = self._find(request, account, path_params["Sid"])
+        message.deleted = True
+        _stop(message)
         return web.Response(status=204)
 
     def _find(self, request: web.Request, account: str, sid: str) -> StoredMessage:
@@ -710,19 +728,25 @@ class FakeTwilio:
     def _start(self, message: StoredMessage) -> None:
         task = asyncio.get_running_loop().create_task(self._progress(message))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+        message.progress = task
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Kept for settle() to raise: a bug here must fail the test, not vanish.
+            self._task_errors.append(task.exception())
+            log.error("message progress failed", exc_info=task.exception())
 
     async def _progress(self, message: StoredMessage) -> None:
         """Walk the message through its statuses; announce each one to its StatusCallback."""
         if message.send_at is not None:
-            await asyncio.sleep((message.send_at - datetime.now(timezone.utc)).total_seconds())
-            message.sent_at = datetime.now(timezone.utc)
+            await asyncio.sleep((message.send_at - datetime.now(UTC)).total_seconds())
+            message.sent_at = datetime.now(UTC)
             message.resource["date_sent"] = rfc2822(message.sent_at)
         held: list[dict[str, str]] = []
         for status, error_code in _lifecycle(message):
             await asyncio.sleep(self.callback_delay)
-            if message.deleted or message.resource["status"] == "canceled":
-                return
             self._set_status(message, status, error_code)
             if message.status_callback:
                 params = _callback_params(message)
@@ -737,7 +761,7 @@ class FakeTwilio:
                     error_code: int | None = None) -> None:
         resource = message.resource
         resource["status"] = status
-        resource["date_updated"] = rfc2822(datetime.now(timezone.utc))
+        resource["date_updated"] = rfc2822(datetime.now(UTC))
         if status == "sent" and resource["from"] is None:
             channel = message.channel
             resource["from"] = SERVICE_SENDER if channel == "sms" else f"{channel}:{SERVICE_SENDER}"
@@ -777,7 +801,7 @@ class FakeTwilio:
             async with self.session.post(url, data=params, headers=headers) as answer:
                 await answer.read()
                 return answer.status, None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TimeoutError, aiohttp.ClientError) as error:
             return None, f"{type(error).__name__}: {error}"
 
 
@@ -785,6 +809,11 @@ class FakeTwilio:
 
 _MISSING = {("CreateMessage", "To"): (21604, "A 'To' phone number is required.")}
 _LIST_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
+
+
+def _stop(message: StoredMessage) -> None:
+    if message.progress is not None:
+        message.progress.cancel()
 
 
 def _reason(status: int) -> str:
@@ -795,6 +824,8 @@ def _reason(status: int) -> str:
 def _check_addresses(form: dict[str, str]) -> tuple[str, str | None]:
     """The To address and the From (None with a Messaging Service), or the 400 Twilio gives."""
     to = form.get("To", "")
+    if not to:
+        raise bad_request(21604, "A 'To' phone number is required.")
     to_channel, to_address = split_channel(to)
     if to_channel not in ("sms", "whatsapp") or not _E164.match(to_address):
         raise bad_request(21211, f"Invalid 'To' Phone Number: {to}")
@@ -928,6 +959,19 @@ async def _read_params(request: web.Request) -> Params:
     return params
 
 
+def _basic_credentials(header: str) -> tuple[str, str]:
+    """(login, password) of a Basic Authorization header; ("", "") when there is none."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return "", ""
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return "", ""
+    login, _, password = decoded.partition(":")
+    return login, password
+
+
 def _flat(params: Params) -> dict[str, str | list[str]]:
     return {name: values[0] if len(values) == 1 else list(values)
             for name, values in params.items()}
@@ -969,11 +1013,11 @@ async def _control_messages(request: web.Request) -> web.Response:
 
 
 async def _control_requests(request: web.Request) -> web.Response:
-    return web.json_response([r.__dict__ for r in request.app[FAKE_TWILIO].requests])
+    return web.json_response([asdict(r) for r in request.app[FAKE_TWILIO].requests])
 
 
 async def _control_callbacks(request: web.Request) -> web.Response:
-    return web.json_response([c.__dict__ for c in request.app[FAKE_TWILIO].callbacks])
+    return web.json_response([asdict(c) for c in request.app[FAKE_TWILIO].callbacks])
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -989,7 +1033,7 @@ async def _callback_session(app: web.Application):
     fake = app[FAKE_TWILIO]
     fake.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT))
     yield
-    fake.reset()
+    await fake.close()
     await fake.session.close()
     fake.session = None
 

@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
+import logging
 import re
 import signal
 import ssl
@@ -40,6 +41,17 @@ from cryptography.x509.oid import NameOID
 
 HOST = "127.0.0.1"
 _EML_NUMBER = re.compile(r"^(\d+)-")
+
+
+class _QuietDeprecation(logging.Filter):
+    """aiosmtpd 1.4 warns about its own use of Session.login_data on every successful AUTH;
+    one line per message drowns out what the sink's log is for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Session.login_data is deprecated")
+
+
+_QUIET = _QuietDeprecation()
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class SmtpSink:
     # --- lifecycle ---
 
     def start(self) -> None:
+        logging.getLogger("mail.log").addFilter(_QUIET)  # added once, however many sinks
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
         smtp_options: dict[str, Any] = {"server_hostname": "sink.nudge.invalid"}

@@ -38,12 +38,14 @@ class ChannelRules:
         self.secret = secret
 
     # --- WhatsApp -------------------------------------------------------------------
-    async def whatsapp_plan(self, *, conversation_id: str, debtor_id: str | None, kind: str,
+    async def whatsapp_plan(self, *, conversation_id: str, debtor: Debtor | None, kind: str,
                             template: str, language: str, now: float) -> WhatsAppPlan:
+        """The opt-in is the portfolio's (the creditor collected it: `whatsapp_opt_in`) or
+        one recorded since (`record_opt_in`)."""
         last = await self.redis.hget(self.keys.conversation(conversation_id),
                                      "last_inbound_whatsapp")
-        opted_in = bool(debtor_id) and bool(await self.redis.exists(
-            self.keys.whatsapp_opt_in(debtor_id or "")))
+        opted_in = debtor is not None and (debtor.whatsapp_opt_in or bool(
+            await self.redis.exists(self.keys.whatsapp_opt_in(debtor.id))))
         return plan_whatsapp(
             kind=kind, template=template, language=language, now=now,
             last_inbound_at=float(last) if last else None, opted_in=opted_in,

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 import aiohttp
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException
 
 from channels.email_outbound import (
     EmailSendError,
@@ -26,7 +26,7 @@ from channels.email_outbound import (
     SmtpTransport,
     email_message_id,
 )
-from channels.twilio_api import classify_error, close_twilio_client, make_twilio_client
+from channels.twilio_api import close_twilio_client, describe_error, make_twilio_client
 from service.channel_config import ChannelConfig
 from service.delivery import TWILIO_STATUS, ProviderError, ProviderResult
 from service.logs import get_logger
@@ -74,7 +74,7 @@ class TwilioProvider:
     async def send(self, record: dict[str, str]) -> ProviderResult:
         try:
             message = await self.client.messages.create_async(**self._params(record))
-        except (TwilioRestException, aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TwilioException, aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise _provider_error(error) from error
         segments = int(message.num_segments) if str(message.num_segments or "").isdigit() else None
         return ProviderResult(message.sid, TWILIO_STATUS.get(message.status or "", "submitted"),
@@ -88,7 +88,7 @@ class TwilioProvider:
         since = float(record.get("created") or 0) - 60
         try:
             found = await self.client.messages.list_async(to=params["to"], limit=50)
-        except (TwilioRestException, aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TwilioException, aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise _provider_error(error) from error
         for message in found:
             created = message.date_created
@@ -104,11 +104,9 @@ class TwilioProvider:
 
 
 def _provider_error(error: Exception) -> ProviderError:
-    kind = classify_error(error)
-    code = str(getattr(error, "code", "") or getattr(error, "status", "") or "") or None
-    detail = getattr(error, "msg", None) or type(error).__name__
-    retry_after = 5.0 if kind == "retry" else None
-    return ProviderError(kind, str(detail)[:300], code, retry_after)
+    failure = describe_error(error)
+    code = str(failure.code or failure.status or "") or None
+    return ProviderError(failure.kind, failure.detail[:300], code)
 
 
 class EmailProvider:
@@ -141,7 +139,9 @@ class EmailProvider:
             subject=record.get("subject") or "", text=record["body"],
             language=record.get("language") or "en",
             in_reply_to=record.get("in_reply_to") or None, references=references,
-            unsubscribe_url=record.get("unsubscribe_url") or "", domain=email.reply_domain)
+            unsubscribe_url=record.get("unsubscribe_url") or "", domain=email.reply_domain,
+            # an agent's message is a person writing: not marked auto-generated (RFC 3834)
+            automated=record.get("kind") != "agent")
 
     async def send(self, record: dict[str, str]) -> ProviderResult:
         outbound = await self.build(record)
@@ -154,7 +154,7 @@ class EmailProvider:
         except EmailSendError as error:
             kind = "permanent" if error.kind == "permanent" else "retry"
             raise ProviderError(kind, str(error.detail)[:300],
-                                str(getattr(error, "code", "") or "") or None) from error
+                                str(error.status) if error.status else None) from error
         return ProviderResult(result.provider_message_id or header_id.strip("<>"), "sent")
 
     async def find_sent(self, record: dict[str, str]) -> str | None:

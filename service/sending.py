@@ -129,8 +129,8 @@ class Sender:
         variables = {**self.common_vars(debtor, plan.channel, language, plan.template),
                      **plan.variables}
         if self.channel_rules is not None:
-            refusal = await self._channel_refusal(plan, conversation_id, language, now, extra,
-                                                  variables)
+            refusal = await self._channel_refusal(plan, debtor, conversation_id, language, now,
+                                                  extra, variables)
             if refusal is not None:
                 await self._refuse(plan, refusal)
                 await self.fall_back(plan, refusal.reason, debtor=debtor, now=now)
@@ -166,7 +166,8 @@ class Sender:
         await self._forget_deferred(plan.message_id)
         return decision
 
-    async def _channel_refusal(self, plan: PlannedMessage, conversation_id: str, language: str,
+    async def _channel_refusal(self, plan: PlannedMessage, debtor: Debtor | None,
+                               conversation_id: str, language: str,
                                now: datetime, extra: dict[str, Any],
                                variables: dict[str, Any]) -> Decision | None:
         """The channel's own rules: a number the provider called invalid; WhatsApp's window,
@@ -177,7 +178,7 @@ class Sender:
             return Decision("refuse", "invalid_address", REASONS["invalid_address"])
         if plan.channel != "whatsapp":
             return None
-        wa = await rules.whatsapp_plan(conversation_id=conversation_id, debtor_id=plan.debtor_id,
+        wa = await rules.whatsapp_plan(conversation_id=conversation_id, debtor=debtor,
                                        kind=plan.kind, template=plan.template,
                                        language=language, now=now.timestamp())
         if wa.mode == "refuse":

@@ -81,6 +81,8 @@ class Settings:
     twilio_account_sid: str = ""
     twilio_auth_token: str = field(default="", repr=False)
     twilio_api_url: str = ""             # "" = Twilio itself; a URL = a fake (tests, sandbox)
+    # Twilio's newer webhook signing (X-Twilio-Webhooks-Signature-Settings): the shared key.
+    twilio_webhook_shared_key: str = field(default="", repr=False)
     # The base URL Twilio and SendGrid call us at (behind a proxy or tunnel, the public one):
     # webhook signatures are computed over it.
     webhook_base_url: str = "http://127.0.0.1:8080"
@@ -147,6 +149,7 @@ class Settings:
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),
             twilio_api_url=env.get("NUDGE_TWILIO_API_URL", "").rstrip("/"),
+            twilio_webhook_shared_key=env.get("TWILIO_WEBHOOK_SHARED_KEY", ""),
             webhook_base_url=env.get("NUDGE_WEBHOOK_BASE_URL",
                                      env.get("NUDGE_PUBLIC_URL", f"http://127.0.0.1:{gateway_port}")
                                      ).rstrip("/"),

@@ -105,8 +105,8 @@ class Stack:
         `sandbox_env` (already in this stack's environment)."""
         twilio_port = str(urlparse(self.settings.twilio_api_url).port)
         self._spawn("twilio", [APP_PYTHON, "-m", "sandbox.fake_twilio", "--port", twilio_port,
-                               "--account-sid", self.settings.twilio_account_sid,
-                               "--auth-token", self.settings.twilio_auth_token])
+                               "--account-sid", self.settings.twilio_account_sid])
+        # (its auth token comes from TWILIO_AUTH_TOKEN in the environment, not the command line)
         mail_dir = self.settings.state_dir / "mail"
         mail_dir.mkdir(parents=True, exist_ok=True)
         self._spawn("mail", [APP_PYTHON, "-m", "sandbox.smtp_sink", "--port",

@@ -59,6 +59,8 @@ from babel.numbers import format_currency
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from channels import sms_encoding
+
 if TYPE_CHECKING:
     from service.template_lint import Catalogue, LintIssue
 
@@ -219,33 +221,16 @@ def _tidy(text: str) -> str:
 
 # --------------------------------------------------------------------------- SMS segments
 
-_GSM7_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM7_EXTENSION = set("^{}\\[~]|€\f")
-# Character classes, so the checks run in the regex engine: every render counts its segments.
-_NOT_GSM7_RE = re.compile("[^" + re.escape("".join(sorted(_GSM7_BASIC | _GSM7_EXTENSION))) + "]")
-_GSM7_EXTENSION_RE = re.compile("[" + re.escape("".join(sorted(_GSM7_EXTENSION))) + "]")
-
-
 def is_gsm7(text: str) -> bool:
     """True when ``text`` fits the GSM-7 alphabet (basic table plus extension table)."""
-    return _NOT_GSM7_RE.search(text) is None
+    return sms_encoding.is_gsm7(text)
 
 
 def sms_segments(text: str) -> int:
-    """How many SMS segments ``text`` costs: GSM-7 160/153 septets (extension-table
-    characters count two), otherwise UCS-2 70/67 UTF-16 units."""
-    if is_gsm7(text):
-        units = len(text) + len(_GSM7_EXTENSION_RE.findall(text))
-        single, multi = 160, 153
-    else:
-        units = len(text.encode("utf-16-le")) // 2
-        single, multi = 70, 67
-    if units <= single:
-        return 1
-    return -(-units // multi)
+    """How many SMS segments ``text`` costs, as Twilio counts them: GSM-7 160/153 septets
+    (extension-table characters count two), otherwise UCS-2 70/67 UTF-16 units; a character
+    never straddles two segments (channels/sms_encoding.py)."""
+    return sms_encoding.analyse(text).segments
 
 
 # --------------------------------------------------------------------------- renderer

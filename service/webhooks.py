@@ -74,12 +74,19 @@ async def _signed_form(request: web.Request) -> dict[str, str]:
     if request.content_type != "application/x-www-form-urlencoded":
         raise web.HTTPForbidden(text="not a Twilio request")
     form = await request.post()
-    params = {key: str(value) for key, value in form.items()}
+    if any(not isinstance(value, str) for value in form.values()):
+        raise web.HTTPForbidden(text="not a Twilio request")
     url = settings.webhook_base_url + request.path_qs
-    if not twilio_inbound.signature_valid(settings.twilio_auth_token, url, params,
-                                          request.headers.get("X-Twilio-Signature")):
+    settings_header = request.headers.get("X-Twilio-Webhooks-Signature-Settings")
+    secret = (settings.twilio_webhook_shared_key if settings_header
+              else settings.twilio_auth_token)
+    if not twilio_inbound.signature_valid(secret, url, form,
+                                          request.headers.get("X-Twilio-Signature"),
+                                          settings_header):
         log.warning("twilio_signature_refused", path=request.path)
         raise web.HTTPForbidden(text="invalid Twilio signature")
+    # Past the signature, a repeated parameter is Twilio's; the first value is the one we read.
+    params = {key: form.getone(key) for key in form.keys()}
     try:
         twilio_inbound.check_account(params, settings.twilio_account_sid)
     except twilio_inbound.TwilioRequestError as error:

@@ -49,7 +49,8 @@ class DebtorPhone:
                                      json={"channel": self.channel, "body": body,
                                            "message_id": message_id}) as response:
             assert response.status in (200, 202), await response.text()
-        return message_id
+            # the provider's id: the simulator posts as Twilio (a MessageSid) or by email
+            return (await response.json())["message_id"]
 
     async def new_entries(self, *, until_templates: int = 1, timeout: float = 30,
                           settle: float = 0.0) -> list[dict[str, Any]]:
