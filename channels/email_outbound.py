@@ -58,6 +58,7 @@ _MSG_ID = re.compile(r"^[^\s<>@]+@[^\s<>@]+$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 _URL = re.compile(r"https?://[^\s<>\"']+")
+_HEADER_URI = re.compile(r"^[!-;=?-~]+$")  # printable ASCII without space, < and >
 _ADDRESS_LIKE = re.compile(r"[^\s<>@\"']+@[^\s<>@\"']+")
 
 
@@ -116,50 +117,78 @@ def email_message_id(message_id: str, domain: str) -> str:
     return f"<nudge.{token}@{domain}>"
 
 
-def _bracketed(msg_id: str) -> str:
-    if not _MSG_ID.match(msg_id):
-        raise ValueError("a msg-id must look like left@right, without brackets or spaces")
-    return f"<{msg_id}>"
+def _msg_id(value: str | None) -> str | None:
+    """A msg-id from the debtor's mail client, without brackets, or None if it is not one.
+
+    These come from outside (the Message-ID of the email we answer): a malformed one is left
+    out of the threading headers rather than stopping the reply — a reply that does not
+    thread is better than none. A pair of brackets left on by mistake is taken off."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1]
+    return value if _MSG_ID.match(value) else None
+
+
+def _one_line(value: str, what: str) -> str:
+    # The email library refuses these too, but the SendGrid request would pass them on.
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{what} must be one line")
+    return value
 
 
 def _ascii_header_value(value: str, what: str) -> str:
     # Goes into a header unencoded (SMTP and SendGrid alike): ASCII, one line.
-    if not value.isascii() or "\r" in value or "\n" in value:
-        raise ValueError(f"{what} must be ASCII on one line")
+    if not value.isascii():
+        raise ValueError(f"{what} must be ASCII")
+    return _one_line(value, what)
+
+
+def _header_uri(value: str, what: str) -> str:
+    # Sits between < and > in List-Unsubscribe: nothing that could end it early.
+    if not _HEADER_URI.match(value):
+        raise ValueError(f"{what} must be a URI in printable ASCII")
     return value
 
 
 def extra_headers(email: OutboundEmail) -> dict[str, str]:
     """Headers beyond From/To/Reply-To/Subject/Date, shared by the MIME message and the
-    SendGrid request so both transports put out the same email."""
+    SendGrid request so both transports put out the same email.
+
+    Raises ValueError for what is ours to get right: a subject or sender name of more than
+    one line, a domain that is not a host name, a non-ASCII unsubscribe address."""
+    _one_line(email.subject, "subject")
+    _one_line(email.from_name, "from_name")
     headers = {"Message-ID": email_message_id(email.message_id, email.domain)}
-    if email.in_reply_to:
-        headers["In-Reply-To"] = _bracketed(email.in_reply_to)
-    references = list(email.references)
-    if email.in_reply_to and (not references or references[-1] != email.in_reply_to):
+    parent = _msg_id(email.in_reply_to)
+    if parent:
+        headers["In-Reply-To"] = f"<{parent}>"
+    references = [ref for ref in map(_msg_id, email.references) if ref]
+    if parent and (not references or references[-1] != parent):
         # RFC 5322 3.6.4: References is the parent's References plus the parent itself;
         # clients that thread by References alone (Gmail among them) need the parent there.
-        references.append(email.in_reply_to)
+        references.append(parent)
     if references:
-        headers["References"] = " ".join(_bracketed(ref) for ref in references)
+        headers["References"] = " ".join(f"<{ref}>" for ref in references)
     if email.unsubscribe_url.startswith("https://"):
         # RFC 8058 wants an https URI for one-click; an http link (a local run) gets no
         # header at all rather than one a mailbox provider would flag. The body keeps its link.
-        targets = [f"<{_ascii_header_value(email.unsubscribe_url, 'unsubscribe_url')}>"]
+        targets = [f"<{_header_uri(email.unsubscribe_url, 'unsubscribe_url')}>"]
         if email.unsubscribe_mailto:
             mailto = email.unsubscribe_mailto
             if not mailto.startswith("mailto:"):
                 mailto = f"mailto:{mailto}"
-            targets.append(f"<{_ascii_header_value(mailto, 'unsubscribe_mailto')}>")
+            targets.append(f"<{_header_uri(mailto, 'unsubscribe_mailto')}>")
         headers["List-Unsubscribe"] = ", ".join(targets)
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if email.automated:
-        # RFC 3834 5.1: mail made by a process carries Auto-Submitted. It governs automatic
-        # responders only — no mail client hides the Reply button for a person — and keeps
-        # vacation notices out of the conversation, where they would be read as the debtor's
-        # answer (and could be answered in turn: a loop). Exchange does not read it, hence
-        # X-Auto-Response-Suppress for its out-of-office and auto-replies; delivery and
-        # non-delivery reports are left on, bounces matter.
+        # RFC 3834 5.1: mail made by a process carries Auto-Submitted. It is addressed to
+        # automatic responders, not to people: the debtor can still reply as to any email.
+        # What it buys: vacation notices stay out of the conversation, where they would be
+        # read as the debtor's answer (and answered in turn: a loop). Exchange's own signal
+        # for the same is X-Auto-Response-Suppress (out-of-office and other auto-replies);
+        # delivery and non-delivery reports stay on, bounces matter to us.
         headers["Auto-Submitted"] = "auto-generated"
         headers["X-Auto-Response-Suppress"] = "OOF, AutoReply"
     headers["X-Nudge-Message-Id"] = _ascii_header_value(email.message_id, "message_id")
@@ -223,8 +252,7 @@ def render_html(text: str, language: str) -> str:
 
 def build_mime(email: OutboundEmail) -> EmailMessage:
     """multipart/alternative: the plain text first, the HTML second (clients show the last
-    part they can). Raises ValueError for a header that would not be valid (a line break in
-    the subject, a malformed msg-id)."""
+    part they can). Raises ValueError as :func:`extra_headers` does."""
     message = EmailMessage(policy=MESSAGE_POLICY)
     message["From"] = Address(display_name=email.from_name, addr_spec=email.from_address)
     message["To"] = Address(addr_spec=email.to_address)

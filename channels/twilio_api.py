@@ -74,9 +74,9 @@ class _RedirectingHttpClient(AsyncTwilioHttpClient):
     """
 
     def __init__(self, *, timeout: float, api_base_url: str | None):
-        super().__init__(timeout=timeout)
         if api_base_url is not None:
-            _check_base_url(api_base_url)
+            _check_base_url(api_base_url)    # before the session opens: nothing to leak
+        super().__init__(timeout=timeout)
         self.api_base_url = api_base_url
 
     async def request(self, method: str, url: str, params=None, data=None, headers=None,

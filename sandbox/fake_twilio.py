@@ -489,6 +489,7 @@ class FakeTwilio:
         for task in list(self._tasks):
             task.cancel()
         self.release_hangs()
+        self._task_errors.clear()
         self._clear()
 
     def release_hangs(self) -> None:
@@ -614,10 +615,10 @@ class FakeTwilio:
         to, sender = _check_addresses(form)
         behaviour = self._numbers.get(split_channel(to)[1])
         if behaviour is not None and behaviour.at == "create":
-            message = CREATE_ERRORS.get(behaviour.error_code, "Error {code}")
-            raise bad_request(behaviour.error_code,
-                              message.format(to=to, code=behaviour.error_code))
+            text = CREATE_ERRORS.get(behaviour.error_code, "Error {code}")
+            raise bad_request(behaviour.error_code, text.format(to=to, code=behaviour.error_code))
         body = self._body_of(form, params)
+        _check_schedule(form)
         message = self._store(account, form, params, to, sender, body,
                               behaviour.error_code if behaviour else None)
         self._start(message)
@@ -829,7 +830,7 @@ def _check_addresses(form: dict[str, str]) -> tuple[str, str | None]:
     to_channel, to_address = split_channel(to)
     if to_channel not in ("sms", "whatsapp") or not _E164.match(to_address):
         raise bad_request(21211, f"Invalid 'To' Phone Number: {to}")
-    sender = form.get("From")
+    sender = form.get("From") or None
     if sender is None:
         if not form.get("MessagingServiceSid"):
             raise bad_request(21603, "A 'From' phone number is required.")
@@ -842,6 +843,16 @@ def _check_addresses(form: dict[str, str]) -> tuple[str, str | None]:
         raise bad_request(21910, "Invalid From and To pair. From and To should be of the "
                                  "same channel")
     return to, sender
+
+
+def _check_schedule(form: dict[str, str]) -> None:
+    """Scheduling needs a SendAt and a Messaging Service (codes chosen by the fake)."""
+    if form.get("ScheduleType") != "fixed":
+        return
+    if "SendAt" not in form:
+        raise bad_request(20001, "SendAt is required when ScheduleType is fixed")
+    if not form.get("MessagingServiceSid"):
+        raise bad_request(20001, "A MessagingServiceSid is required to schedule a message")
 
 
 def _lifecycle(message: StoredMessage) -> list[tuple[str, int | None]]:

@@ -9,7 +9,6 @@ inside a webhook, so Twilio's 15-second limit is never near.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 from aiohttp import web
@@ -175,8 +174,7 @@ async def accept_email(app: web.Application, parsed: ParsedEmail) -> str:
         return parsed.auto_reply
     route = await router.for_email(parsed.from_address, parsed.to_addresses,
                                    (*parsed.in_reply_to, *reversed(parsed.references)))
-    message = dataclasses.replace(parsed.to_inbound(time.time()), subject=parsed.subject,
-                                  references=(*parsed.references, parsed.message_id))
+    message = parsed.to_inbound(time.time())
     if route.thread_mismatch:
         log.info("email_thread_mismatch", conversation=route.conversation_id)
     accepted = await ingest(app, message, route)
@@ -204,11 +202,8 @@ async def _smtp_listener(app: web.Application):
     config = app[CHANNEL_CONFIG]
 
     async def on_message(raw: bytes, envelope_from: str, envelope_to: list[str]) -> None:
-        parsed = parse_mime(raw, provider="smtp")
         # The envelope recipient is where the mail really came to (a Bcc, a forward).
-        parsed = dataclasses.replace(parsed, to_addresses=(
-            *parsed.to_addresses, *(a for a in envelope_to if a not in parsed.to_addresses)))
-        await accept_email(app, parsed)
+        await accept_email(app, parse_mime(raw, provider="smtp", envelope_to=envelope_to))
 
     handler = InboundSmtpHandler(on_message, accepted_domains={config.email.reply_domain})
     loop = asyncio.get_running_loop()

@@ -158,14 +158,29 @@ def test_a_person_s_message_is_not_marked_automatic():
 
 @pytest.mark.parametrize("changes", [
     {"subject": "Hello\r\nBcc: everyone@example.com"},
-    {"in_reply_to": "<already@bracketed>"},
-    {"references": ("two ids@example",)},
+    {"from_name": "Nudge\nBcc: everyone@example.com"},
     {"domain": "nudge.example>"},
     {"unsubscribe_url": "https://nudge.example/ünsubscribe"},
+    {"unsubscribe_url": "https://nudge.example/a>, <https://evil.example/"},
 ])
-def test_malformed_headers_are_refused(changes):
+def test_malformed_headers_are_refused_by_both_transports(changes):
     with pytest.raises(ValueError):
         build_mime(an_email(**changes))
+    with pytest.raises(ValueError):
+        sendgrid_payload(an_email(**changes))
+
+
+def test_threading_ids_from_outside_are_tidied_not_fatal():
+    """In-Reply-To and References come from the debtor's mail client: stray brackets are
+    taken off, ids that are not ids are left out, and the reply still goes."""
+    message = reparsed(build_mime(an_email(
+        in_reply_to=" <parent@mail.example> ",
+        references=("two ids@mail.example", "<root@mail.example>", "no-at-sign"))))
+    assert message["In-Reply-To"] == "<parent@mail.example>"
+    assert message["References"] == "<root@mail.example> <parent@mail.example>"
+
+    broken = reparsed(build_mime(an_email(in_reply_to="not an id", references=())))
+    assert "In-Reply-To" not in broken and "References" not in broken
 
 
 # --- Message-ID -----------------------------------------------------------------------------

@@ -25,7 +25,13 @@ from twilio.request_validator import RequestValidator
 
 from channels.sms_encoding import analyse
 from channels.twilio_api import classify_error, close_twilio_client, make_twilio_client
-from sandbox.fake_twilio import DEFAULT_SPEC, FAKE_TWILIO, FakeTwilio, create_fake_twilio, load_spec
+from sandbox.fake_twilio import (
+    DEFAULT_SPEC,
+    FAKE_TWILIO,
+    FakeTwilio,
+    create_fake_twilio,
+    load_spec,
+)
 from service.stack import free_port
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
@@ -196,6 +202,7 @@ async def test_requests_need_basic_auth_for_the_account_in_the_path(raw, fake):
     ({"to": None, "from_": SENDER, "body": "x"}, 21604),
     ({"to": "", "from_": SENDER, "body": "x"}, 21604),
     ({"to": DEBTOR, "body": "x"}, 21603),
+    ({"to": DEBTOR, "from_": "", "body": "x"}, 21603),
     ({"to": DEBTOR, "from_": SENDER}, 21619),
     ({"to": DEBTOR, "from_": SENDER, "body": ""}, 21602),
     ({"to": DEBTOR, "from_": SENDER, "body": "x" * 1601}, 21617),
@@ -209,6 +216,10 @@ async def test_requests_need_basic_auth_for_the_account_in_the_path(raw, fake):
     ({"to": DEBTOR, "from_": SENDER, "body": "x", "status_callback": "ftp://x/y"}, 20001),
     ({"to": DEBTOR, "messaging_service_sid": "MG123", "body": "x"}, 20001),
     ({"to": DEBTOR, "from_": SENDER, "body": "x", "message_intent": "x"}, 20001),
+    ({"to": DEBTOR, "messaging_service_sid": SERVICE, "body": "x", "schedule_type": "fixed"},
+     20001),
+    ({"to": DEBTOR, "from_": SENDER, "body": "x", "schedule_type": "fixed",
+      "send_at": datetime(2030, 1, 1, tzinfo=UTC)}, 20001),
 ])
 async def test_invalid_creates_are_refused_with_twilios_codes(client, fake, arguments, code):
     with pytest.raises(TwilioRestException) as caught:
@@ -638,10 +649,10 @@ async def test_the_control_api_scripts_the_fake(client, raw, fake):
 async def test_the_fake_runs_as_its_own_process():
     port = free_port()
     env = dict(os.environ, TWILIO_AUTH_TOKEN=TOKEN)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox.fake_twilio", "--port", str(port),
-         "--account-sid", ACCOUNT, "--callback-delay", "0.01"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sandbox.fake_twilio", "--port", str(port),
+        "--account-sid", ACCOUNT, "--callback-delay", "0.01",
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     client = None
     try:
@@ -660,14 +671,15 @@ async def test_the_fake_runs_as_its_own_process():
         if client is not None:
             await close_twilio_client(client)
         process.terminate()
-        output, _ = process.communicate(timeout=10)
-    assert TOKEN not in output
+        output, _ = await asyncio.wait_for(process.communicate(), 10)
+    assert b"fake Twilio for" in output and TOKEN.encode() not in output
 
 
-async def _wait_for_health(session: aiohttp.ClientSession, process: subprocess.Popen) -> None:
+async def _wait_for_health(session: aiohttp.ClientSession,
+                           process: asyncio.subprocess.Process) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        assert process.poll() is None, "the fake exited"
+        assert process.returncode is None, "the fake exited"
         try:
             async with session.get("/_fake/health") as answer:
                 if answer.status == 200:
@@ -681,5 +693,5 @@ async def _wait_for_health(session: aiohttp.ClientSession, process: subprocess.P
 def test_the_fake_refuses_to_start_without_a_valid_account():
     result = subprocess.run(
         [sys.executable, "-m", "sandbox.fake_twilio", "--port", "1", "--account-sid", "nope",
-         "--auth-token", "x"], capture_output=True, text=True, timeout=30)
+         "--auth-token", "x"], check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "AC + 32 hex" in result.stderr

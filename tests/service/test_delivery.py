@@ -157,9 +157,11 @@ async def test_a_create_that_timed_out_after_twilio_made_the_message_is_not_sent
     rig.fake.hang_next(1, seconds=5, create_then_hang=True)
     await rig.queue("m-hang", body="only once please")
     outcomes = await run_until_settled(rig, ["m-hang"])
-    assert outcomes[0] == "ambiguous" and outcomes[-1] == "submitted"
+    # the next attempt learns it exists: from its status callback (which names our id) if
+    # that came first, else from Twilio's message list
+    assert outcomes[0] == "ambiguous" and outcomes[-1] in ("submitted", "done")
     assert len(rig.created("only once please")) == 1
-    assert (await rig.record("m-hang")).get("reconciled") == "1"
+    await rig.wait_state("m-hang", "delivered")
 
 
 @pytest.mark.asyncio

@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from channels.simulator import message_sid_for
 from service.debtor_store import RedisDebtorStore
 from service.gateway import create_app
 from service.importer import import_file
@@ -20,7 +21,10 @@ DEMO = Path(__file__).resolve().parents[2] / "data" / "demo_portfolio.csv"
 
 @pytest_asyncio.fixture
 async def client(aiohttp_client, redis_url):
-    settings = Settings.from_env({"REDIS_URL": redis_url, "NUDGE_KEY_PREFIX": "gwtest"})
+    settings = Settings.from_env({"REDIS_URL": redis_url, "NUDGE_KEY_PREFIX": "gwtest",
+                                  "TWILIO_ACCOUNT_SID": "AC" + "5" * 32,
+                                  "TWILIO_AUTH_TOKEN": "gateway-test-token",
+                                  "NUDGE_PSEUDONYM_KEY": "gateway-test-key"})
     redis = aioredis.from_url(redis_url)
     await import_file(DEMO, RedisDebtorStore(redis, Keys("gwtest")))
     await redis.aclose()
@@ -40,10 +44,13 @@ async def test_a_reply_is_stored_queued_and_acknowledged(client, redis_url):
     response = await client.post("/simulator/api/debtors/D-EN-001/messages",
                                  json={"channel": "sms", "body": "how much", "message_id": "SMgw1"})
     assert response.status == 202
+    # the simulator posted it as Twilio would: a signed webhook with a MessageSid
+    sid = (await response.json())["message_id"]
+    assert sid == message_sid_for("SMgw1") and sid.startswith("SM") and len(sid) == 34
     redis = aioredis.from_url(redis_url)
     keys = Keys("gwtest")
-    assert await redis.lrange(keys.pending("D-EN-001"), 0, -1) == [b"SMgw1"]
-    assert await redis.exists("arq:job:in:SMgw1")            # the job id comes from the message id
+    assert await redis.lrange(keys.pending("D-EN-001"), 0, -1) == [sid.encode()]
+    assert await redis.exists(f"arq:job:in:{sid}")           # the job id comes from the message id
     transcript = await redis.xrange(keys.transcript("D-EN-001"))
     assert json.loads(transcript[0][1][b"data"])["body"] == "how much"
     await redis.aclose()
