@@ -130,21 +130,30 @@ def parse_mime(raw: bytes, *, provider: str = "smtp", max_body_chars: int = MAX_
 def _header(msg: Message, name: str) -> str:
     """A header's decoded value, "" when absent or when the stdlib cannot parse it (a
     broken optional header must not lose the debtor's message)."""
+    values = _headers(msg, name)
+    return str(values[0]) if values else ""
+
+
+def _headers(msg: Message, name: str) -> list:
+    """Every instance of a header as parsed by the policy ([] when unparseable)."""
     try:
-        value = msg.get(name)
-        return "" if value is None else str(value)
+        return list(msg.get_all(name, []))
     except _HEADER_BUGS:
-        return ""
+        return []
 
 
-def _addresses(value: str) -> list[str]:
-    """Lower-cased addr-specs in an address header value; display names are dropped."""
+def _addresses(value: object) -> list[str]:
+    """Lower-cased addr-specs in an address header (parsed, or as text); display names
+    are dropped."""
     if not value:
         return []
     try:
-        parsed = [a.addr_spec for a in email.policy.default.header_factory("to", value).addresses]
+        found = getattr(value, "addresses", None)       # already parsed by the policy
+        if found is None:
+            found = email.policy.default.header_factory("to", str(value)).addresses
+        parsed = [a.addr_spec for a in found]
     except _HEADER_BUGS:
-        parsed = [addr for _, addr in email.utils.getaddresses([value])]
+        parsed = [addr for _, addr in email.utils.getaddresses([str(value)])]
     return [a for a in (_clean_address(p) for p in parsed) if a]
 
 
@@ -155,25 +164,26 @@ def _clean_address(addr_spec: str) -> str:
     return addr
 
 
+def _from_address(msg: Message) -> str:
+    for header in _headers(msg, "From"):
+        for addr in _addresses(header):
+            return addr
+    return ""
+
+
 def _sender(msg: Message) -> str:
-    for addr in _addresses(_header(msg, "From")):
-        return addr
-    raise EmailParseError("the message has no From address")
+    sender = _from_address(msg)
+    if not sender:
+        raise EmailParseError("the message has no From address")
+    return sender
 
 
 def _recipients(msg: Message, envelope_to: Sequence[str]) -> tuple[str, ...]:
     found = [_clean_address(a) for a in envelope_to]
     for name in ("Delivered-To", "X-Original-To", "To", "Cc"):
-        for value in _all_headers(msg, name):
-            found.extend(_addresses(value))
+        for header in _headers(msg, name):
+            found.extend(_addresses(header))
     return tuple(dict.fromkeys(a for a in found if a))[:_MAX_ADDRESSES]
-
-
-def _all_headers(msg: Message, name: str) -> list[str]:
-    try:
-        return [str(v) for v in msg.get_all(name, [])]
-    except _HEADER_BUGS:
-        return []
 
 
 _MSG_ID = re.compile(r"<([^<>\s]{1,500})>")
@@ -393,7 +403,7 @@ def auto_reply_reason(msg: Message, *, null_sender: bool = False) -> str | None:
     (and by our own outbound mail) on ordinary messages. ``null_sender``: the SMTP
     envelope sender was <> (RFC 5321 4.5.5: notifications only)."""
     content_type, report_type = _report_type(msg)
-    sender = next(iter(_addresses(_header(msg, "From"))), "")
+    sender = _from_address(msg)
     if content_type == "multipart/report" and report_type == "delivery-status" \
             or sender.split("@")[0] in _BOUNCE_SENDERS or _header(msg, "X-Failed-Recipients"):
         return "bounce"
@@ -436,9 +446,7 @@ def _bounced_ids(msg: Message, text: str) -> tuple[str, ...]:
                               "message/rfc822"):
             headers = HeaderParser(policy=email.policy.default).parsestr(_part_text(part))
             ids.extend(_msg_ids(_header(headers, "Message-ID"))[:1])
-    if not ids:
-        ids = _QUOTED_MESSAGE_ID.findall(text)
-    return tuple(dict.fromkeys(ids))
+    return tuple(dict.fromkeys(ids or _QUOTED_MESSAGE_ID.findall(text)))
 
 
 # --- SendGrid Inbound Parse --------------------------------------------------------------
@@ -469,14 +477,13 @@ def parse_sendgrid_fields(fields: Mapping[str, str | bytes],
     charsets = _json_object(_field(fields, "charsets"))
     text_of = functools.partial(_field, fields, charsets=charsets)
     headers = _header_block(fields.get("headers", ""))
-    from_address = next(iter(_addresses(text_of("from")) or _addresses(_header(headers, "From"))),
-                        None)
-    if from_address is None:
+    from_address = next(iter(_addresses(text_of("from"))), "") or _from_address(headers)
+    if not from_address:
         raise EmailParseError("the from field has no address")
     envelope_to, envelope_from = _sendgrid_envelope(fields)
     full_text, truncated = _sendgrid_text(text_of("text"), text_of("html"), max_body_chars)
     reason = auto_reply_reason(headers, null_sender=envelope_from == "")
-    recipients = [*envelope_to, *_all_headers(headers, "Delivered-To"), text_of("to"),
+    recipients = [*envelope_to, *_headers(headers, "Delivered-To"), text_of("to"),
                   text_of("cc")]
     return ParsedEmail(
         message_id=_message_id(headers) or _digest_id(_sendgrid_identity(fields)),
@@ -493,7 +500,9 @@ def parse_sendgrid_fields(fields: Mapping[str, str | bytes],
         attachments=_sendgrid_attachments(fields, attachments_info or {}),
         truncated=truncated,
         date=_date(headers),
-        bounced_message_ids=_QUOTED_MESSAGE_ID.findall(full_text) if reason == "bounce" else (),
+        # only the text is here: the returned message came as a file we do not read
+        bounced_message_ids=tuple(dict.fromkeys(_QUOTED_MESSAGE_ID.findall(full_text)))
+        if reason == "bounce" else (),
         provider="sendgrid",
     )
 

@@ -40,7 +40,9 @@ RECONCILE_WINDOW_SECONDS = 3600
 
 
 def status_callback_url(base_url: str, message_id: str) -> str:
-    return f"{base_url}/twilio/status?m={quote(message_id, safe='')}"
+    # ":" and "~" stay as they are: both are legal in a query, and an HTTP client that
+    # normalises "%3A" to ":" would otherwise change the URL Twilio signed.
+    return f"{base_url}/twilio/status?m={quote(message_id, safe=':~')}"
 
 
 class TwilioProvider:

@@ -75,7 +75,8 @@ async def _signed_form(request: web.Request) -> dict[str, str]:
     form = await request.post()
     if any(not isinstance(value, str) for value in form.values()):
         raise web.HTTPForbidden(text="not a Twilio request")
-    url = settings.webhook_base_url + request.path_qs
+    # raw_path: the path and query exactly as sent (path_qs would re-encode %3A and the like)
+    url = settings.webhook_base_url + request.raw_path
     settings_header = request.headers.get("X-Twilio-Webhooks-Signature-Settings")
     secret = (settings.twilio_webhook_shared_key if settings_header
               else settings.twilio_auth_token)

@@ -125,12 +125,16 @@ async def test_email_reply_threads_under_the_debtors_mail(product, portfolio):
         their_id = await phone.send("Hallo, wer sind Sie?")
         replies = [e for e in await phone.new_entries() if e.get("direction") == "out"]
         assert replies and replies[0]["channel"] == "email"
-        mails = await wait_for(lambda: _async(sink_mail(product, debtor.email)))
+        mails = await wait_for(lambda: _async([m for m in sink_mail(product, debtor.email)
+                                               if m["In-Reply-To"] == f"<{their_id}>"]))
         mail = mails[-1]
-        assert mail["In-Reply-To"] == f"<{their_id}>"
         assert mail["Subject"].startswith("Re: ")
         assert mail["Reply-To"].startswith("reply+") and "@reply.nudge.example" in mail["Reply-To"]
-        assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        # the test stack's public URL is http: RFC 8058 one-click needs https, so the header
+        # is left out and the link is in the body (tests/service/test_delivery.py checks the
+        # headers with an https deployment)
+        assert mail["List-Unsubscribe"] is None
+        assert f"{product.settings.public_url}/unsubscribe/" in mail.get_body(("plain",)).get_content()
         assert mail.get_body(("plain",)).get_content().strip() == replies[0]["body"].strip()
         assert mail.get_body(("html",)) is not None
 
@@ -176,7 +180,7 @@ async def test_an_undelivered_sms_moves_to_the_next_channel(product, portfolio, 
 
 @pytest.mark.asyncio
 async def test_a_carrier_opt_out_is_recorded(product, portfolio, twilio):
-    debtor = await portfolio.get("D-NL-002")
+    debtor = await portfolio.get("D-NL-003")
     await reset(product, debtor.id)
     await twilio.call("set_number_behaviour", to=debtor.phone, error_code=21610, at="create")
     try:

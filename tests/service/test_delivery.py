@@ -26,7 +26,8 @@ from service.delivery import Deliverer
 from service.gateway import create_app
 from service.keys import Keys
 from service.outbox import OutboxTransport
-from service.providers import TwilioProvider
+from service.providers import EmailProvider, TwilioProvider
+from service.routing import InboundRouter
 from service.settings import Settings
 from service.stack import free_port
 
@@ -226,3 +227,66 @@ async def test_pacing_keeps_a_sender_to_its_rate(rig):
     elapsed = time.monotonic() - started
     assert len(rig.created()) == 8
     assert elapsed >= 7 / 4 - 0.1               # 8 messages at 4/s: the last starts at 1.75 s
+
+
+# --- email through SMTP -------------------------------------------------------------------
+@pytest_asyncio.fixture
+async def mail_rig(redis_url):
+    from sandbox.smtp_sink import SmtpSink
+
+    sink = SmtpSink(None)
+    sink.start()
+    settings = Settings.from_env({
+        "REDIS_URL": redis_url, "NUDGE_KEY_PREFIX": PREFIX, "NUDGE_PSEUDONYM_KEY": "p" * 32,
+        "NUDGE_PUBLIC_URL": "https://nudge.example.com", "NUDGE_SMTP_HOST": "127.0.0.1",
+        "NUDGE_SMTP_PORT": str(sink.port), "NUDGE_SMTP_STARTTLS": "never"})
+    config = ChannelConfig.load(ROOT / "policies")
+    queue = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name="dlv:queue")
+    keys = Keys(PREFIX)
+    router = InboundRouter(queue, keys, settings.pseudonym_key)
+    provider = EmailProvider(settings, config, router)
+    deliverer = Deliverer(queue, keys, config, {"email": provider}, "dlv:queue")
+    yield sink, deliverer, OutboxTransport(queue, keys, "dlv:queue"), router
+    await provider.close()
+    await queue.aclose()
+    sink.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_email_goes_over_smtp_with_threading_and_one_click_unsubscribe(mail_rig):
+    sink, deliverer, outbox, router = mail_rig
+    unsubscribe = "https://nudge.example.com/unsubscribe/tok123"
+    await outbox.send(OutboundMessage(
+        "e-1:0", "D-DE-001", "email", "anna@example.org", "Guten Tag, Anna.", "help_reply", "de",
+        "Re: Ihre Rechnung", extra={"kind": "reply", "unsubscribe_url": unsubscribe,
+                                     "in_reply_to": "their@mail.example",
+                                     "references": '["older@mail.example", "their@mail.example"]'}))
+    assert await deliverer.deliver("e-1:0") == "submitted"
+    assert (await deliverer.store.get("e-1:0"))["state"] == "sent"
+    [mail] = sink.messages
+    assert mail["To"] == "anna@example.org" and mail["Subject"] == "Re: Ihre Rechnung"
+    assert mail["In-Reply-To"] == "<their@mail.example>"
+    assert "<older@mail.example>" in mail["References"]
+    assert mail["List-Unsubscribe"] == f"<{unsubscribe}>"
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # the reply address and our Message-ID both lead back to the conversation
+    reply_to = str(mail["Reply-To"])
+    route = await router.for_email("someone@else.example", [reply_to], [])
+    assert route.thread_mismatch and route.debtor_id is None
+    assert await router.message_for_thread(mail["Message-ID"]) == "e-1:0"
+
+
+@pytest.mark.asyncio
+async def test_smtp_refusals_retry_or_fail(mail_rig):
+    sink, deliverer, outbox, _ = mail_rig
+    sink.fail_next(1, code=451)
+    sink.fail_permanently_for("gone@example.org", code=550)
+    for message_id, to in (("e-451", "anna@example.org"), ("e-550", "gone@example.org")):
+        await outbox.send(OutboundMessage(message_id, "D-DE-001", "email", to, "Hallo", "help_reply",
+                                          "de", "Betreff", extra={"kind": "reply"}))
+    assert await deliverer.deliver("e-451") == "retry"
+    assert await deliverer.deliver("e-550") == "failed"
+    assert (await deliverer.store.get("e-550"))["error_code"] == "550"
+    await deliverer.redis.hset(deliverer.keys.delivery("e-451"), "slot", "")
+    assert await deliverer.deliver("e-451") == "submitted"
+    assert len(sink.messages) == 1
