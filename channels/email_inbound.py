@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import email
 import email.policy
+import email.utils
 import functools
 import hashlib
 import html
@@ -40,6 +41,8 @@ __all__ = [
     "ParsedEmail",
     "ReplyFragment",
     "auto_reply_reason",
+    "decode_bytes",
+    "html_to_text",
     "parse_mime",
     "parse_sendgrid_fields",
     "parse_sendgrid_raw",
@@ -54,6 +57,7 @@ _MAX_PART_DEPTH = 20          # a MIME tree deeper than this is an attack, not a
 _MAX_ADDRESSES = 50
 _MAX_IDS = 100                # References grows with every reply; the newest matter
 _MAX_SUBJECT = 500
+_MAX_ATTACHMENTS = 100
 
 # What the stdlib header parser raises on junk it cannot represent (beyond MessageError).
 _HEADER_BUGS = (ValueError, TypeError, IndexError, AttributeError, LookupError, MessageError)
@@ -99,21 +103,23 @@ class ParsedEmail:
 # --- MIME --------------------------------------------------------------------------------
 
 def parse_mime(raw: bytes, *, provider: str = "smtp", max_body_chars: int = MAX_BODY_CHARS,
-               envelope_to: Sequence[str] = ()) -> ParsedEmail:
+               envelope_to: Sequence[str] = (), envelope_from: str | None = None) -> ParsedEmail:
     """One RFC 5322 message as a ParsedEmail. ``envelope_to`` (the SMTP RCPT TO list) goes
-    first in to_addresses: it is where the mail really came to, whatever To says."""
+    first in to_addresses: it is where the mail really came to, whatever To says.
+    ``envelope_from`` "" (the null reverse-path <>) marks the mail as automatic."""
     if not isinstance(raw, bytes | bytearray):
         raise EmailParseError("a MIME message must be bytes")
     msg = email.message_from_bytes(bytes(raw), policy=email.policy.default)
-    from_address = _sender(msg)
-    body_part, html_part, attachments = _classify_parts(msg)
-    full_text, truncated = _body_text(body_part, html_part, max_body_chars)
-    reason = auto_reply_reason(msg)
+    from_address, subject = _sender(msg), _subject(msg)
+    plain, html_part, attachments = _classify_parts(msg)
+    full_text, truncated = _readable_text("\n".join(_part_text(p) for p in plain),
+                                          _part_text(html_part), max_body_chars)
+    reason = _automated(msg, from_address, subject, null_sender=envelope_from == "")
     return ParsedEmail(
         message_id=_message_id(msg) or _digest_id(bytes(raw)),
         from_address=from_address,
         to_addresses=_recipients(msg, envelope_to),
-        subject=_subject(msg),
+        subject=subject,
         in_reply_to=_msg_ids(_header(msg, "In-Reply-To")),
         references=_msg_ids(_header(msg, "References")),
         text=strip_reply(full_text, _language(msg)),
@@ -241,20 +247,27 @@ def _leaves(msg: Message) -> Iterator[Message]:
             yield part
 
 
-def _classify_parts(msg: Message) -> tuple[Message | None, Message | None,
+# A multipart without its boundary cannot be split: its payload is read as text.
+_TEXT_TYPES = ("text/plain", "text/html", "multipart/mixed", "multipart/alternative",
+               "multipart/related")
+
+
+def _classify_parts(msg: Message) -> tuple[list[Message], Message | None,
                                            tuple[Attachment, ...]]:
-    plain = html_part = None
+    """The text parts (all of them: Apple Mail puts text, image, text in a row), the first
+    HTML part, and what else came along."""
+    plain: list[Message] = []
+    html_part = None
     attachments: list[Attachment] = []
     for part in _leaves(msg):
         content_type = _content_type(part)
         filename = _filename(part)
-        if content_type in ("text/plain", "text/html") and not filename \
-                and not _is_attachment(part):
-            if content_type == "text/plain":
-                plain = plain or part
-            else:
+        if content_type in _TEXT_TYPES and not filename and not _is_attachment(part):
+            if content_type == "text/html":
                 html_part = html_part or part
-        else:
+            else:
+                plain.append(part)
+        elif len(attachments) < _MAX_ATTACHMENTS:
             attachments.append(Attachment(
                 _safe_filename(filename, content_type, len(attachments) + 1),
                 content_type, _part_size(part)))
@@ -305,25 +318,20 @@ def _safe_filename(name: str | None, content_type: str, index: int) -> str:
     return f"attachment-{index}{extension}"
 
 
-def _body_text(plain: Message | None, html_part: Message | None,
-               max_chars: int) -> tuple[str, bool]:
-    """The decoded body, text/plain preferred, capped at max_chars before any further work
-    so a huge mail costs no more than a normal one."""
-    if plain is not None:
-        text = _part_text(plain)
-    elif html_part is not None:
-        source = _part_text(html_part)
+def _readable_text(text: str, html_source: str, max_chars: int) -> tuple[str, bool]:
+    """The plain text, or the HTML as text when there is none; capped at max_chars before
+    any further work, so a huge mail costs no more than a normal one."""
+    truncated = False
+    if not text.strip() and html_source:
         cut = max_chars * _HTML_PER_TEXT_CHAR
-        text = html_to_text(source[:cut])
-        if len(source) > cut:
-            return _normalise_newlines(text)[:max_chars], True
-    else:
-        return "", False
+        text, truncated = html_to_text(html_source[:cut]), len(html_source) > cut
     text = _normalise_newlines(text)
-    return text[:max_chars], len(text) > max_chars
+    return text[:max_chars], truncated or len(text) > max_chars
 
 
-def _part_text(part: Message) -> str:
+def _part_text(part: Message | None) -> str:
+    if part is None:
+        return ""
     try:
         payload = part.get_payload(decode=True) or b""
         charset = part.get_content_charset()
@@ -402,12 +410,15 @@ def auto_reply_reason(msg: Message, *, null_sender: bool = False) -> str | None:
     X-Auto-Response-Suppress, which asks *others* not to auto-reply and is set by Outlook
     (and by our own outbound mail) on ordinary messages. ``null_sender``: the SMTP
     envelope sender was <> (RFC 5321 4.5.5: notifications only)."""
+    return _automated(msg, _from_address(msg), _subject(msg), null_sender)
+
+
+def _automated(msg: Message, sender: str, subject: str, null_sender: bool) -> str | None:
     content_type, report_type = _report_type(msg)
-    sender = _from_address(msg)
     if content_type == "multipart/report" and report_type == "delivery-status" \
             or sender.split("@")[0] in _BOUNCE_SENDERS or _header(msg, "X-Failed-Recipients"):
         return "bounce"
-    if _OUT_OF_OFFICE_SUBJECT.match(_subject(msg)):
+    if _OUT_OF_OFFICE_SUBJECT.match(subject):
         return "out_of_office"
     auto_submitted = _header(msg, "Auto-Submitted").split(";")[0].strip().lower()
     precedence = _header(msg, "Precedence").strip().lower()
@@ -424,10 +435,13 @@ def auto_reply_reason(msg: Message, *, null_sender: bool = False) -> str | None:
 
 
 def _report_type(msg: Message) -> tuple[str, str]:
-    try:
-        return msg.get_content_type(), str(msg.get_param("report-type", "")).lower()
-    except _HEADER_BUGS:
-        return "", ""
+    # One parse of Content-Type (get_content_type and get_param would parse it twice).
+    headers = _headers(msg, "Content-Type")
+    if not headers:
+        return "text/plain", ""
+    params = getattr(headers[0], "params", None) or {}
+    return (str(getattr(headers[0], "content_type", "")).lower(),
+            str(params.get("report-type", "")).lower())
 
 
 _QUOTED_MESSAGE_ID = re.compile(r"^[ \t>]*Message-ID:[ \t]*<([^<>\s]{1,500})>",
@@ -460,9 +474,9 @@ def parse_sendgrid_raw(fields: Mapping[str, str | bytes], *,
         raise EmailParseError("raw mode posts the message in the email field; it is missing")
     if isinstance(raw, str):
         raw = raw.encode("utf-8", errors="surrogateescape")
-    envelope_to, _ = _sendgrid_envelope(fields)
+    envelope_to, envelope_from = _sendgrid_envelope(fields)
     return parse_mime(raw, provider="sendgrid", max_body_chars=max_body_chars,
-                      envelope_to=envelope_to)
+                      envelope_to=envelope_to, envelope_from=envelope_from)
 
 
 def parse_sendgrid_fields(fields: Mapping[str, str | bytes],
@@ -481,17 +495,18 @@ def parse_sendgrid_fields(fields: Mapping[str, str | bytes],
     if not from_address:
         raise EmailParseError("the from field has no address")
     envelope_to, envelope_from = _sendgrid_envelope(fields)
-    full_text, truncated = _sendgrid_text(text_of("text"), text_of("html"), max_body_chars)
-    reason = auto_reply_reason(headers, null_sender=envelope_from == "")
-    recipients = [*envelope_to, *_headers(headers, "Delivered-To"), text_of("to"),
-                  text_of("cc")]
+    full_text, truncated = _readable_text(text_of("text"), text_of("html"), max_body_chars)
+    subject = " ".join((text_of("subject") or _header(headers, "Subject")).split())
+    reason = _automated(headers, from_address, subject, null_sender=envelope_from == "")
+    recipients = [*envelope_to, *(a for name in ("Delivered-To", "X-Original-To")
+                                  for header in _headers(headers, name)
+                                  for a in _addresses(header)),
+                  *_addresses(text_of("to")), *_addresses(text_of("cc"))]
     return ParsedEmail(
         message_id=_message_id(headers) or _digest_id(_sendgrid_identity(fields)),
         from_address=from_address,
-        to_addresses=tuple(dict.fromkeys(a for v in recipients for a in _addresses(v)))
-        [:_MAX_ADDRESSES],
-        subject=" ".join((text_of("subject") or _header(headers, "Subject")).split())
-        [:_MAX_SUBJECT],
+        to_addresses=tuple(dict.fromkeys(recipients))[:_MAX_ADDRESSES],
+        subject=subject[:_MAX_SUBJECT],
         in_reply_to=_msg_ids(_header(headers, "In-Reply-To")),
         references=_msg_ids(_header(headers, "References")),
         text=strip_reply(full_text, _language(headers)),
@@ -539,16 +554,6 @@ def _sendgrid_envelope(fields: Mapping[str, str | bytes]) -> tuple[list[str], st
         sender.strip().strip("<>") if isinstance(sender, str) else None)
 
 
-def _sendgrid_text(text: str, html_source: str, max_chars: int) -> tuple[str, bool]:
-    if text.strip():
-        source, truncated_source = text, False
-    else:
-        cut = max_chars * _HTML_PER_TEXT_CHAR
-        source, truncated_source = html_to_text(html_source[:cut]), len(html_source) > cut
-    source = _normalise_newlines(source)
-    return source[:max_chars], truncated_source or len(source) > max_chars
-
-
 def _sendgrid_identity(fields: Mapping[str, str | bytes]) -> bytes:
     parts = (fields.get(name, "") for name in ("headers", "from", "subject", "text", "html"))
     return b"\0".join(p if isinstance(p, bytes) else str(p).encode("utf-8", "replace")
@@ -558,7 +563,7 @@ def _sendgrid_identity(fields: Mapping[str, str | bytes]) -> bytes:
 def _sendgrid_attachments(fields: Mapping[str, str | bytes],
                           files: Mapping[str, tuple[str, str, int]]) -> tuple[Attachment, ...]:
     info = _json_object(_field(fields, "attachment-info"))
-    names = sorted(set(files) | set(info), key=_attachment_number)
+    names = sorted(set(files) | set(info), key=_attachment_number)[:_MAX_ATTACHMENTS]
     found = []
     for index, name in enumerate(names, start=1):
         meta = info.get(name) if isinstance(info.get(name), dict) else {}
@@ -590,13 +595,13 @@ def _attachment_number(name: str) -> tuple[int, str]:
 # over 400 characters are never headers; the bound keeps matching linear.
 _QUOTE_HEADER = re.compile(
     r"^(?=.{0,400}$)(?:"
-    r"On\s[^\d\n]*\d.*wrote"                              # en: On <date>, <name> wrote:
-    r"|Op\s[^\d\n]*\d.*\b(?:schreef|geschreven)\b[^:\n]*"   # nl: Op <date> schreef <name> <addr>:
-    r"|Am\s[^\d\n]*\d.*\bschrieb\b[^:\n]*"                   # de: Am <date> schrieb <name>:
-    r"|Le\s[^\d\n]*\d.*\ba\s[ée]crit"                      # fr: Le <date>, <name> a écrit :
-    r"|El\s[^\d\n]*\d.*\bescribi[óo]"                      # es: El <date>, <name> escribió:
-    r"|Il\s[^\d\n]*\d.*\bha\sscritto"                      # it: Il giorno <date> <name> ha scritto:
-    # <name> <addr> schreef op <date> <time>: (an address or a time, not "ik schreef op 3 mei:")
+    r"On\s[^\d\n]*\d.*wrote"                                # en: On <date>, <name> wrote:
+    r"|Op\s[^\d\n]*\d.*\b(?:schreef|geschreven)\b[^:\n]*"   # nl: Op <date> schreef <name>:
+    r"|Am\s[^\d\n]*\d.*\bschrieb\b[^:\n]*"                 # de: Am <date> schrieb <name>:
+    r"|Le\s[^\d\n]*\d.*\ba\s[ée]crit"                        # fr: Le <date>, <name> a écrit :
+    r"|El\s[^\d\n]*\d.*\bescribi[óo]"                        # es: El <date>, <name> escribió:
+    r"|Il\s[^\d\n]*\d.*\bha\sscritto"                        # it: Il giorno <date> ha scritto:
+    # <name> <addr> schreef op <date> <time>: (an address or a time: not "ik schreef op 3 mei:")
     r"|\S.*\b(?:schreef\sop|schrieb\sam|wrote\son)\b.*(?:@|\d:\d\d).*"
     r")[ \t]?:[ \t]*$")
 _HEADER_OPENER = re.compile(r"^(?:On|Op|Am|Le|El|Il)\s")
@@ -697,7 +702,7 @@ def _history_pattern(languages: tuple[str, ...]) -> re.Pattern[str]:
     # Reply headers keep their case ("on Friday I wrote: ..." is a sentence); the rest not.
     header = _QUOTE_HEADER.pattern.replace("^", "[ \\t]*", 1)
     folded = "|".join([_ORIGINAL_MESSAGE, GENERIC_MAIL_SEPARATOR, *outlook])
-    # Anchored at line starts: the engine then skips mid-line positions (37x faster).
+    # Anchored at line starts, the engine skips mid-line positions: 37x faster on 700 KB.
     return re.compile(f"^(?:{header}|(?i:{folded}))", re.MULTILINE)
 
 

@@ -259,7 +259,7 @@ class Deliverer:
         except ProviderError as error:
             return await self._after_error(record, attempts, error)
         await self.store.advance(record, result.state, provider_id=result.provider_id,
-                                 segments=result.segments, submitted_at=time.time())
+                                 provider_segments=result.segments, submitted_at=time.time())
         log.info("delivery_submitted", message_id=message_id, channel=record["channel"],
                  attempts=attempts)
         return "submitted"

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from bot.core.contact_policy import UNSOLICITED_KINDS, Decision
 from bot.core.debtors import Debtor
 from channels.base import OutboundMessage
-from channels.sms_encoding import replace_smart_characters
+from channels.sms_encoding import analyse, replace_smart_characters
 from service.channel_rules import REASONS, ChannelRules
 from service.contact_rules import ContactRules
 from service.conversations import ConversationStore
@@ -151,8 +151,11 @@ class Sender:
             held = Decision("defer", "template_invalid", str(e), now + TEMPLATE_RETRY)
             return await self._defer(plan, held)
         body, subject = rendered.body, rendered.subject
-        if plan.channel == "sms" and self.channel_rules and self.channel_rules.config.replace_smart_characters:
-            body = replace_smart_characters(body)
+        if plan.channel == "sms":
+            if self.channel_rules and self.channel_rules.config.replace_smart_characters:
+                body = replace_smart_characters(body)
+            encoding = analyse(body)       # what this SMS costs, kept with its delivery record
+            extra.update(encoding=encoding.encoding, segments=encoding.segments)
         if plan.channel == "email":
             subject = await self._email_thread(conversation_id, plan, subject, extra)
             extra["unsubscribe_url"] = variables.get("unsubscribe_url") or ""

@@ -232,8 +232,8 @@ MULTILINGUAL = [
                  " month.", id="en-sentence-not-a-header"),
     pytest.param("Ik schreef op 3 maart al:\nik heb betaald.",
                  "Ik schreef op 3 maart al:\nik heb betaald.", id="nl-sentence-not-a-header"),
-    pytest.param("Afwezig tot maandag.\nDaarna betaal ik.", "Afwezig tot maandag.\nDaarna betaal ik.",
-                 id="plain-text-untouched"),
+    pytest.param("Afwezig tot maandag.\nDaarna betaal ik.",
+                 "Afwezig tot maandag.\nDaarna betaal ik.", id="plain-text-untouched"),
 ]
 
 
@@ -249,6 +249,12 @@ def test_language_hint_adds_that_languages_outlook_headers():
     assert strip_reply(text, "sv") == "Jag betalar på fredag."
     assert strip_reply(text, "sv-SE") == "Jag betalar på fredag."
     assert "Från:" in strip_reply(text)          # Swedish headers only when hinted
+
+
+def test_a_backslash_in_a_reply_header_is_just_text():
+    # email_reply_parser itself fed this header into re.sub as a template: "bad escape \\d"
+    text = "Hoi\n\nOn 1 Jan 2026, C:\\docs\\x wrote:\n> x"
+    assert strip_reply(text) == "Hoi"
 
 
 def test_inline_answers_between_quotes_are_kept():
@@ -355,6 +361,37 @@ def test_html_only_mail_is_read_as_text():
     assert "color" not in parsed.full_text and "logo" not in parsed.full_text
 
 
+def test_an_outlook_html_reply_in_dutch():
+    mail = a_mail()
+    mail.set_content(
+        '<html><body><div class="WordSection1"><p class="MsoNormal">Ik heb vorige week al '
+        'betaald.<o:p></o:p></p><p class="MsoNormal"><o:p>&nbsp;</o:p></p>'
+        '<div style="border:none;border-top:solid #E1E1E1 1.0pt"><p class="MsoNormal">'
+        "<b>Van:</b> Nudge Incasso &lt;incasso@nudge.example&gt; <br>"
+        "<b>Verzonden:</b> dinsdag 12 november 2026 10:00<br>"
+        "<b>Aan:</b> Jan Jansen &lt;jan@example.nl&gt;<br><b>Onderwerp:</b> Uw rekening"
+        '</p></div><p class="MsoNormal">Beste Jan,</p><p>Betaal aub.</p></div></body></html>',
+        subtype="html")
+    assert parse_mime(mail.as_bytes()).text == "Ik heb vorige week al betaald."
+
+
+def test_every_text_part_is_read():
+    mail = a_mail("Hierbij de foto van de bon.")
+    mail.add_attachment(b"\xff\xd8\xff" + b"\0" * 10, maintype="image", subtype="jpeg",
+                        disposition="inline")
+    mail.add_attachment("Groet, Jan", disposition="inline")
+    mail.get_payload()[-1].del_param("filename", header="content-disposition")
+    parsed = parse_mime(mail.as_bytes())
+    assert parsed.text == "Hierbij de foto van de bon.\n\nGroet, Jan"
+    assert [a.content_type for a in parsed.attachments] == ["image/jpeg"]
+
+
+def test_a_multipart_without_boundary_is_read_as_text():
+    raw = (b"From: jan@example.nl\r\nContent-Type: multipart/mixed\r\n\r\n"
+           b"Ik betaal vrijdag.\r\n")
+    assert parse_mime(raw).text == "Ik betaal vrijdag."
+
+
 def test_html_layout_tables_keep_their_cells_apart():
     mail = a_mail()
     mail.set_content("<table><tr><td>Bedrag</td><td>EUR 60</td></tr></table>", subtype="html")
@@ -398,7 +435,8 @@ def test_unknown_or_wrong_charset_labels_fall_back(label, body, text):
 
 
 def test_quoted_printable_and_base64():
-    qp = _raw_text_part("; charset=utf-8", b"Ik betaal =E2=82=AC 50 op vrijda=\r\ng.", "quoted-printable")
+    qp = _raw_text_part("; charset=utf-8", b"Ik betaal =E2=82=AC 50 op vrijda=\r\ng.",
+                        "quoted-printable")
     b64 = _raw_text_part("; charset=utf-8", b"SWsgYmV0YWFsIOKCrCA1MCBvcCB2cmlqZGFnLg==", "base64")
     assert parse_mime(qp).text == parse_mime(b64).text == "Ik betaal € 50 op vrijdag."
 
@@ -521,7 +559,8 @@ def test_a_plain_text_bounce_quoting_the_original_headers():
                   "Message-ID: <nudge.zzz@nudge.example>\nSubject: Uw rekening\n",
                   From="MAILER-DAEMON@mx.example.nl", Subject="failure notice")
     parsed = parse_mime(mail.as_bytes())
-    assert (parsed.auto_reply, parsed.bounced_message_ids) == ("bounce", ("nudge.zzz@nudge.example",))
+    assert parsed.auto_reply == "bounce"
+    assert parsed.bounced_message_ids == ("nudge.zzz@nudge.example",)
 
 
 def test_only_a_bounce_has_bounced_ids():
@@ -584,6 +623,8 @@ def test_a_null_envelope_sender_is_automatic():
     mail = a_mail()
     assert auto_reply_reason(mail) is None
     assert auto_reply_reason(mail, null_sender=True) == "auto_submitted"
+    assert parse_mime(mail.as_bytes(), envelope_from="").auto_reply == "auto_submitted"
+    assert parse_mime(mail.as_bytes(), envelope_from="jan@example.nl").auto_reply is None
 
 
 # --- SendGrid Inbound Parse --------------------------------------------------------------
@@ -675,13 +716,15 @@ def test_sendgrid_envelope_recipient_first_then_headers_and_fields():
 
 
 def test_sendgrid_without_message_id_uses_a_stable_digest():
-    fields = sendgrid_fields(headers=HEADERS_BLOCK.replace("Message-ID: <CAF=sg.1@mail.example.nl>\n", ""))
+    fields = sendgrid_fields(
+        headers=HEADERS_BLOCK.replace("Message-ID: <CAF=sg.1@mail.example.nl>\n", ""))
     first, again = parse_sendgrid_fields(fields), parse_sendgrid_fields(dict(fields))
     assert first.message_id == again.message_id and first.message_id.startswith("sha256:")
 
 
 def test_sendgrid_auto_replies_and_bounces_come_from_the_headers_block():
-    auto = parse_sendgrid_fields(sendgrid_fields(headers=HEADERS_BLOCK + "Auto-Submitted: auto-replied\n"))
+    auto = parse_sendgrid_fields(
+        sendgrid_fields(headers=HEADERS_BLOCK + "Auto-Submitted: auto-replied\n"))
     assert auto.auto_reply == "auto_submitted"
     bounce = parse_sendgrid_fields(sendgrid_fields(
         headers=HEADERS_BLOCK.replace("From: Jan Jansen <Jan@Example.NL>",

@@ -127,7 +127,7 @@ async def test_a_message_is_created_once_and_its_callbacks_move_it_to_delivered(
     [created] = rig.created()
     assert created["to"] == "+31612345678" and created["body"] == "Hello from Nudge"
     record = await rig.record("m-ok")
-    assert record["provider_id"] == created["sid"] and record["segments"] == "1"
+    assert record["provider_id"] == created["sid"] and record["provider_segments"] == "1"
 
 
 @pytest.mark.asyncio
