@@ -18,12 +18,11 @@ import dataclasses
 import secrets
 import time
 
-from common import RESULTS, ROOT, PrivateRedis, machine, percentiles, say, write_json
-
 import aiohttp
 from aiohttp import web
 from arq import create_pool
 from arq.connections import RedisSettings
+from common import RESULTS, ROOT, PrivateRedis, machine, percentiles, say, write_json
 from twilio.request_validator import RequestValidator
 
 from channels.base import OutboundMessage

@@ -26,9 +26,16 @@ from collections.abc import Mapping
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+from cryptography.hazmat.primitives.serialization import (
+    load_der_public_key,
+    load_pem_public_key,
+)
 
-from channels.email_inbound import ParsedEmail, parse_sendgrid_fields, parse_sendgrid_raw
+from channels.email_inbound import (
+    ParsedEmail,
+    parse_sendgrid_fields,
+    parse_sendgrid_raw,
+)
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"

@@ -24,7 +24,7 @@ __all__ = ["DATA_SIZE_LIMIT", "InboundSmtpHandler", "OnMessage", "start_smtp_lis
 log = logging.getLogger(__name__)
 
 DATA_SIZE_LIMIT = 10 * 1024 * 1024     # above it aiosmtpd answers 552 (RFC 1870 SIZE too)
-MAX_RECIPIENTS = 50
+MAX_RECIPIENTS = 50                    # a reply goes to one reply address; 50 is a spam run
 
 OnMessage = Callable[[bytes, str, list[str]], Awaitable[None]]
 
@@ -40,7 +40,7 @@ class InboundSmtpHandler:
 
     def __init__(self, on_message: OnMessage, accepted_domains: Iterable[str]) -> None:
         self.on_message = on_message
-        self.accepted_domains = frozenset(_domain(d) for d in accepted_domains)
+        self.accepted_domains = frozenset(d for d in map(_domain, accepted_domains) if d)
         if not self.accepted_domains:
             raise ValueError("an SMTP listener needs at least one accepted domain")
 

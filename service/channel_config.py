@@ -90,7 +90,7 @@ class ChannelConfig:
         return f"{channel}:{sender.pacing_key}", sender.pacing_per_second
 
     @classmethod
-    def load(cls, directory: Path) -> "ChannelConfig":
+    def load(cls, directory: Path) -> ChannelConfig:
         path = Path(directory) / "channels.yml"
         return parse_channel_config(read_yaml(path, ChannelConfigError) or {}, source=str(path))
 

@@ -34,6 +34,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -253,7 +254,7 @@ class Deliverer:
         try:
             result = await asyncio.wait_for(provider.send(record),
                                             self.config.retry.provider_timeout_seconds + 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return await self._after_error(record, attempts, ProviderError(
                 "ambiguous", "the provider did not answer in time"))
         except ProviderError as error:
@@ -304,10 +305,10 @@ class Deliverer:
 
 async def enqueue_delivery(queue, message_id: str, at: float, *, tag: str, queue_name: str) -> None:
     """One arq job per attempt; `queue` is an ArqRedis."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     await queue.enqueue_job(DELIVER_JOB, message_id, _job_id=f"out:{message_id}:{tag}",
-                            _defer_until=datetime.fromtimestamp(at, timezone.utc),
+                            _defer_until=datetime.fromtimestamp(at, UTC),
                             _queue_name=queue_name)
 
 

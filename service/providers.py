@@ -11,9 +11,8 @@ record, and `find_sent` (did an earlier, ambiguous attempt create it?).
 
 from __future__ import annotations
 
-import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import aiohttp
@@ -76,7 +75,7 @@ class TwilioProvider:
     async def send(self, record: dict[str, str]) -> ProviderResult:
         try:
             message = await self.client.messages.create_async(**self._params(record))
-        except (TwilioException, aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TimeoutError, TwilioException, aiohttp.ClientError) as error:
             raise _provider_error(error) from error
         segments = int(message.num_segments) if str(message.num_segments or "").isdigit() else None
         return ProviderResult(message.sid, TWILIO_STATUS.get(message.status or "", "submitted"),
@@ -90,12 +89,12 @@ class TwilioProvider:
         since = float(record.get("created") or 0) - 60
         try:
             found = await self.client.messages.list_async(to=params["to"], limit=50)
-        except (TwilioException, aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TimeoutError, TwilioException, aiohttp.ClientError) as error:
             raise _provider_error(error) from error
         for message in found:
             created = message.date_created
-            if created is not None and created.replace(tzinfo=created.tzinfo or timezone.utc) \
-                    < datetime.fromtimestamp(since, timezone.utc):
+            if created is not None and created.replace(tzinfo=created.tzinfo or UTC) \
+                    < datetime.fromtimestamp(since, UTC):
                 continue
             if message.direction and not message.direction.startswith("outbound"):
                 continue

@@ -9,6 +9,7 @@ inside a webhook, so Twilio's 15-second limit is never near.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from aiohttp import web
@@ -22,10 +23,10 @@ from channels.sendgrid_inbound import (
     verify_sendgrid_signature,
 )
 from service import appkeys as K
+from service.channel_config import ChannelConfig
 from service.delivery import FAILED_STATES, FAILURE_JOB, TWILIO_STATUS, DeliveryStore
 from service.inbound import enqueue_processing
 from service.logs import get_logger
-from service.channel_config import ChannelConfig
 from service.routing import InboundRouter, Route
 
 log = get_logger("webhooks")
@@ -86,7 +87,7 @@ async def _signed_form(request: web.Request) -> dict[str, str]:
         log.warning("twilio_signature_refused", path=request.path)
         raise web.HTTPForbidden(text="invalid Twilio signature")
     # Past the signature, a repeated parameter is Twilio's; the first value is the one we read.
-    params = {key: form.getone(key) for key in form.keys()}
+    params = {key: form.getone(key) for key in form}
     try:
         twilio_inbound.check_account(params, settings.twilio_account_sid)
     except twilio_inbound.TwilioRequestError as error:
@@ -206,6 +207,8 @@ async def _smtp_listener(app: web.Application):
         # The envelope recipient is where the mail really came to (a Bcc, a forward).
         await accept_email(app, parse_mime(raw, provider="smtp", envelope_to=envelope_to))
 
+    # aiosmtpd logs each SMTP command at INFO, addresses included: never in our logs.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     handler = InboundSmtpHandler(on_message, accepted_domains={config.email.reply_domain})
     loop = asyncio.get_running_loop()
     server = await loop.create_server(

@@ -23,6 +23,7 @@
     lastId: null,            // last transcript stream id seen via the transcript API
     seen: new Set(),         // dedupe keys
     understood: new Map(),   // inbound message_id -> understood event
+    delivery: new Map(),     // outbound message_id -> latest provider status (delivered, read...)
     messages: new Map(),     // message_id -> entry
     seq: 0,                  // insertion order, the tie-break for equal timestamps
     owner: 'bot',
@@ -310,12 +311,38 @@
       const ticks = el('span', 'ticks', '✓✓');
       meta.append(ticks);
     }
+    if (!inbound) {
+      // What the provider reported for the bot's message (Twilio's status callbacks).
+      const status = el('span', 'delivery-status', '');
+      meta.append(status);
+      showDelivery(status, state.delivery.get(entry.message_id) || entry.status);
+    }
     if (meta.childNodes.length) bubble.append(meta);
 
     const who = el('span', 'visually-hidden', inbound ? 'You wrote: ' : `${BOT_NAME} wrote: `);
     bubble.prepend(who);
     item.append(bubble);
     return item;
+  }
+
+  const DELIVERY_LABELS = {
+    queued: 'queued', submitted: 'sending', sent: '✓ sent', delivered: '✓✓ delivered',
+    read: '✓✓ read', undelivered: 'not delivered', failed: 'failed',
+  };
+
+  function showDelivery(node, status) {
+    if (!node || !status) return;
+    node.textContent = DELIVERY_LABELS[status] || status;
+    node.dataset.status = status;
+  }
+
+  function updateDelivery(event) {
+    const ranks = { queued: 0, attempting: 1, submitted: 2, sent: 3, delivered: 4, undelivered: 4, failed: 4, read: 5 };
+    const known = state.delivery.get(event.message_id);
+    if (known && (ranks[known] ?? -1) >= (ranks[event.status] ?? -1)) return;
+    state.delivery.set(event.message_id, event.status);
+    const item = findMessageNode(event.message_id);
+    if (item) showDelivery(item.querySelector('.delivery-status'), event.status);
   }
 
   function initials(name) {
@@ -402,6 +429,16 @@
         return `A ${humanize(event.template || 'message')} message waits until ${new Date(event.until).toLocaleString()}: ${humanize(event.reason || '')}`;
       case 'refused':
         return `A ${humanize(event.template || 'message')} message was not sent: ${humanize(event.reason || '')}`;
+      case 'delivery':
+        return `Not delivered${channel ? ` by ${channel}` : ''}${event.error_code ? ` (error ${event.error_code})` : ''}`;
+      case 'fallback':
+        return `Sent again by ${channelLabel(event.channel)} instead of ${channelLabel(event.from_channel)}: ${humanize(event.reason || '')}`;
+      case 'undeliverable':
+        return `Could not be delivered on any channel (${(event.tried || []).map(channelLabel).join(', ')})`;
+      case 'invalid_number':
+        return `The provider says this number cannot receive ${channel || 'messages'} (error ${event.error_code})`;
+      case 'media_received':
+        return `Attachment kept for the case (${event.count})`;
       case 'for_agent':
         return 'Message kept for the agent; the bot stays silent';
       case 'promise_made':
@@ -445,7 +482,13 @@
       insertSorted(item, entry.at, seq);
       if (entry.direction === 'out') updateEmailHeader();
     } else if (entry.kind === 'event') {
-      if (entry.name === 'understood') {
+      if (entry.name === 'delivery') {
+        updateDelivery(entry);
+        // A failure is worth a line of its own; the other statuses show on the bubble.
+        if (entry.status === 'undelivered' || entry.status === 'failed') {
+          insertSorted(renderEvent(entry), entry.at, seq);
+        }
+      } else if (entry.name === 'understood') {
         if (entry.message_id) {
           state.understood.set(entry.message_id, entry);
           const item = findMessageNode(entry.message_id);

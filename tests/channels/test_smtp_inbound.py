@@ -178,5 +178,6 @@ async def test_an_async_client_delivers_a_non_ascii_message(listener, inbox):
 
 
 def test_a_listener_needs_a_domain():
-    with pytest.raises(ValueError, match="accepted domain"):
-        InboundSmtpHandler(Inbox(), set())
+    for domains in (set(), {""}, {" . "}):
+        with pytest.raises(ValueError, match="accepted domain"):
+            InboundSmtpHandler(Inbox(), domains)

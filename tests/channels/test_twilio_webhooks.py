@@ -177,7 +177,7 @@ async def test_signed_but_malformed_requests_get_400_with_the_reason(env, change
 @pytest.mark.asyncio
 async def test_whatsapp_fields_are_parsed(env):
     client, redis = env
-    debtor_id, phone = await debtor_phone(redis)
+    _, phone = await debtor_phone(redis)
     params = sms(sender=f"whatsapp:{phone}", body="", ButtonPayload="PLAN",
                  ButtonText="Payment plan", ProfileName="Anna", WaId=phone.lstrip("+"),
                  To="whatsapp:+3197010520001")

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.channel_config import ChannelConfig, ChannelConfigError, parse_channel_config
+from service.channel_config import (
+    ChannelConfig,
+    ChannelConfigError,
+    parse_channel_config,
+)
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 RAW = yaml.safe_load((POLICIES / "channels.yml").read_text())

@@ -4,7 +4,7 @@ channel rules and Redis (no engine needed: these messages are already planned)."
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from service.templates import TemplateRenderer
 from tests.conftest import always_open_policies
 
 ROOT = Path(__file__).resolve().parents[2]
-NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
 @pytest_asyncio.fixture
