@@ -37,6 +37,7 @@ from channels.email_inbound import (
     parse_sendgrid_raw,
 )
 
+_TEXT_FIELDS = {"text", "html", "subject", "from", "to", "cc"}
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
@@ -92,6 +93,9 @@ def parse_sendgrid_request(content_type: str, body: bytes) -> ParsedEmail:
             attachments[name] = (filename, part.get_content_type(), len(content))
         elif name == "email":
             fields[name] = content        # the raw MIME message, as bytes
+        elif name in _TEXT_FIELDS:
+            # as bytes: the parser decodes them with the charsets SendGrid names in `charsets`
+            fields[name] = content
         else:
             charset = part.get_content_charset() or "utf-8"
             try:

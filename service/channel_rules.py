@@ -44,8 +44,11 @@ class ChannelRules:
         one recorded since (`record_opt_in`)."""
         last = await self.redis.hget(self.keys.conversation(conversation_id),
                                      "last_inbound_whatsapp")
-        opted_in = debtor is not None and (debtor.whatsapp_opt_in or bool(
-            await self.redis.exists(self.keys.whatsapp_opt_in(debtor.id))))
+        opted_in = False
+        if debtor is not None:
+            recorded = await self.redis.hget(self.keys.whatsapp_opt_in(debtor.id), "state")
+            # what the debtor said since (START / STOP on WhatsApp) outranks the portfolio
+            opted_in = recorded == b"in" if recorded else debtor.whatsapp_opt_in
         return plan_whatsapp(
             kind=kind, template=template, language=language, now=now,
             last_inbound_at=float(last) if last else None, opted_in=opted_in,
@@ -62,10 +65,11 @@ class ChannelRules:
 
     async def record_opt_in(self, debtor_id: str, source: str, at: float | None = None) -> None:
         await self.redis.hset(self.keys.whatsapp_opt_in(debtor_id),
-                              mapping={"source": source, "at": at or time.time()})
+                              mapping={"state": "in", "source": source, "at": at or time.time()})
 
-    async def withdraw_opt_in(self, debtor_id: str) -> None:
-        await self.redis.delete(self.keys.whatsapp_opt_in(debtor_id))
+    async def withdraw_opt_in(self, debtor_id: str, source: str = "whatsapp_keyword") -> None:
+        await self.redis.hset(self.keys.whatsapp_opt_in(debtor_id),
+                              mapping={"state": "out", "source": source, "at": time.time()})
 
     # --- invalid numbers ------------------------------------------------------------
     async def flag_invalid(self, channel: str, address: str, code: str) -> None:

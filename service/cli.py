@@ -335,6 +335,31 @@ def agent_list() -> None:
     console.print(table)
 
 
+@agent_app.command("unknown")
+def agent_unknown() -> None:
+    """Senders we could not match to a debtor: they got a generic answer with no debt detail
+    and wait here for a person to match them (newest first)."""
+    settings = _settings()
+    rows = _run(_with_conversations(settings, unknown_senders))
+    table = Table("conversation", "channel", "last message", "messages")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+async def unknown_senders(store) -> list[tuple[str, str, str, str]]:
+    ids = sorted(m.decode() for m in await store.redis.smembers(store.keys.unknown_senders))
+    rows = []
+    for conversation_id in ids:
+        state = await store.redis.hgetall(store.keys.conversation(conversation_id))
+        last = float(state.get(b"last_inbound", b"0") or 0)
+        count = await store.redis.xlen(store.keys.transcript(conversation_id))
+        rows.append((last, conversation_id, (state.get(b"channel") or b"").decode(),
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(last)) if last else "",
+                     str(count)))
+    return [row[1:] for row in sorted(rows, reverse=True)]
+
+
 @agent_app.command("claim")
 def agent_claim(conversation: str, agent: str = typer.Option(..., "--as", help="Your agent name.")) -> None:
     """Claim a conversation (only one agent can own it)."""

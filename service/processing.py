@@ -237,6 +237,9 @@ class Processor:
                                                {"channel": message.channel, "via": understanding.source})
             await self.rules.audit.record("debtor", "opt_out", debtor_id=debtor.id,
                                           channel=message.channel, via="keyword")
+            if message.channel == "whatsapp":
+                # STOP on WhatsApp also withdraws the opt-in that messages we start need
+                await self.channel_rules.withdraw_opt_in(debtor.id)
             if first_time:  # at most one confirmation
                 await self._send(debtor, message, "optout_confirmation", {}, reply_id)
         elif understanding.intent == "opt_in":
@@ -244,6 +247,9 @@ class Processor:
             await self.conversations.add_event(debtor.id, "opted_in", {"channel": message.channel})
             await self.rules.audit.record("debtor", "opt_in", debtor_id=debtor.id,
                                           channel=message.channel)
+            if message.channel == "whatsapp":
+                # START on WhatsApp, written by the debtor: a recorded WhatsApp opt-in
+                await self.channel_rules.record_opt_in(debtor.id, "whatsapp_keyword")
             await self._send(debtor, message, "optin_confirmation", {}, reply_id)
         elif understanding.intent == "cease_communication":
             new = await self.rules.stop_states.set(debtor.id, "cease_communication",

@@ -121,3 +121,22 @@ async def test_handling_twice_sends_nothing_twice(rig):
     assert first == second
     outbox = await processor.redis.xrange(processor.keys.outbox)
     assert sum(b"u-1:0~" in fields[b"data"] for _, fields in outbox) == 1
+
+
+@pytest.mark.asyncio
+async def test_whatsapp_stop_and_start_change_the_opt_in_the_portfolio_gave(rig):
+    processor, _, _ = rig
+    debtor = await processor.debtors.get("D-EN-002")           # opted in by the portfolio
+    rules = processor.channel_rules
+
+    async def mode() -> str:
+        plan = await rules.whatsapp_plan(conversation_id=debtor.id, debtor=debtor, kind="reminder",
+                                         template="reminder_first", language="en",
+                                         now=time.time())
+        return plan.reason or plan.mode
+
+    assert await mode() == "template"
+    await rules.withdraw_opt_in(debtor.id)
+    assert await mode() == "whatsapp_no_opt_in"
+    await rules.record_opt_in(debtor.id, "whatsapp_keyword")
+    assert await mode() == "template"
