@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import secrets
 import time
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 from arq import create_pool
 from arq.connections import RedisSettings
@@ -90,20 +92,18 @@ async def post_at_rate(base: str, phones: list[str], rate: int, seconds: float) 
 
 async def acknowledgement(redis_url: str) -> list[dict]:
     engine_port, gateway_port = free_port(), free_port()
-    env = {**__import__("os").environ, "REDIS_URL": redis_url,
+    env = {**os.environ, "REDIS_URL": redis_url,
            "NUDGE_ENGINE_URL": f"http://127.0.0.1:{engine_port}", "NUDGE_ENGINE_TOKEN": new_token(),
            "NUDGE_ACTIONS_TOKEN": new_token(), "NUDGE_PSEUDONYM_KEY": new_token(),
            "NUDGE_GATEWAY_PORT": str(gateway_port), "NUDGE_LOG_LEVEL": "WARNING",
            "NUDGE_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
            "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN, "NUDGE_SIMULATOR": "0",
            **sandbox_env(twilio_port=free_port(), smtp_port=free_port(), smtp_listen_port=0)}
-    env["NUDGE_SMTP_LISTEN_PORT"] = "0"
     settings = Settings.from_env(env)
-    client = __import__("redis.asyncio", fromlist=["from_url"]).from_url(redis_url)
-    await import_file(ROOT / "data" / "demo_portfolio.csv", RedisDebtorStore(client, Keys()))
-    phones = [d.phone for d in [await RedisDebtorStore(client, Keys()).get(i)
-                                for i in await RedisDebtorStore(client, Keys()).all_ids()]
-              if d and d.phone]
+    client = aioredis.from_url(redis_url)
+    store = RedisDebtorStore(client, Keys())
+    await import_file(ROOT / "data" / "demo_portfolio.csv", store)
+    phones = [d.phone for d in [await store.get(i) for i in await store.all_ids()] if d and d.phone]
     await client.aclose()
     engine = await hanging_engine(engine_port)
     stack = Stack(settings, env, quiet=True)
@@ -127,7 +127,7 @@ async def acknowledgement(redis_url: str) -> list[dict]:
 
 async def outbound(redis_url: str) -> list[dict]:
     twilio_port = free_port()
-    env = {**__import__("os").environ, "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN}
+    env = {**os.environ, "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN}
     settings = Settings.from_env({"REDIS_URL": redis_url, "NUDGE_KEY_PREFIX": "benchout",
                                   "NUDGE_PSEUDONYM_KEY": "b" * 32, "TWILIO_ACCOUNT_SID": ACCOUNT,
                                   "TWILIO_AUTH_TOKEN": TOKEN,

@@ -60,8 +60,8 @@ def twilio_params(*, message: InboundMessage, account_sid: str, to: str,
     """The form Twilio posts for an inbound SMS or WhatsApp message."""
     prefix = "whatsapp:" if message.channel == "whatsapp" else ""
     params = {"MessageSid": message_sid_for(message.message_id), "AccountSid": account_sid,
-              "From": prefix + message.address, "To": to if prefix and to.startswith(prefix)
-              else prefix + to.removeprefix("whatsapp:"), "Body": message.body,
+              "From": prefix + message.address, "To": prefix + to.removeprefix("whatsapp:"),
+              "Body": message.body,
               "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01"}
     params["SmsSid"] = params["SmsMessageSid"] = params["MessageSid"]
     if prefix:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.config_files import read_yaml
+from bot.core.debtors import LANGUAGES
 from channels.base import CHANNELS
 
-LANGUAGES = ("en", "nl", "de")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _CONTENT_SID = re.compile(r"^HX[0-9a-f]{32}$")
 _SERVICE_SID = re.compile(r"^MG[0-9a-f]{32}$")

@@ -34,7 +34,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -52,7 +52,6 @@ FAILURE_JOB = "handle_delivery_failure"
 #: a rank, so the first one reported wins (delivered then a stray undelivered stays delivered).
 RANK = {"queued": 0, "attempting": 1, "submitted": 2, "sent": 3,
         "delivered": 4, "undelivered": 4, "failed": 4, "read": 5}
-FINAL_FOR_SENDING = {"submitted", "sent", "delivered", "undelivered", "failed", "read"}
 FAILED_STATES = {"undelivered", "failed"}
 
 #: Twilio's message statuses -> ours.
@@ -101,13 +100,11 @@ class ProviderError(Exception):
     error code where it gave one (Twilio's 21610, an SMTP reply code...).
     """
 
-    def __init__(self, kind: str, detail: str, code: str | None = None,
-                 retry_after: float | None = None):
+    def __init__(self, kind: str, detail: str, code: str | None = None):
         super().__init__(detail)
         self.kind = kind
         self.code = code
         self.detail = detail
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -215,7 +212,7 @@ class Deliverer:
         if not record:
             await self.redis.zrem(self.keys.delivery_due, message_id)
             return "missing"
-        if record.get("state") in FINAL_FOR_SENDING:
+        if RANK.get(record.get("state", ""), 0) >= RANK["submitted"]:   # handed over already
             await self.redis.zrem(self.keys.delivery_due, message_id)
             return "done"
         provider = self.providers.get(record["channel"])
@@ -296,7 +293,7 @@ class Deliverer:
         elif record.get("maybe_sent") != "1":
             fields["state"] = "queued"       # certainly not created: an ordinary retry
         await self.redis.hset(key, mapping=fields)
-        delay = max(self.config.retry.delay(attempts), error.retry_after or 0.0)
+        delay = self.config.retry.delay(attempts)
         await self.schedule(message_id, time.time() + delay, tag=f"try{attempts}")
         log.warning("delivery_retry", message_id=message_id, kind=error.kind, code=error.code,
                     attempts=attempts, delay=round(delay, 1))
@@ -305,8 +302,6 @@ class Deliverer:
 
 async def enqueue_delivery(queue, message_id: str, at: float, *, tag: str, queue_name: str) -> None:
     """One arq job per attempt; `queue` is an ArqRedis."""
-    from datetime import datetime
-
     await queue.enqueue_job(DELIVER_JOB, message_id, _job_id=f"out:{message_id}:{tag}",
                             _defer_until=datetime.fromtimestamp(at, UTC),
                             _queue_name=queue_name)

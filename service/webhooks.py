@@ -34,7 +34,6 @@ log = get_logger("webhooks")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 ROUTER = web.AppKey("router", InboundRouter)
 DELIVERIES = web.AppKey("deliveries", DeliveryStore)
-SMTP_SERVER = web.AppKey("smtp_server", object)
 CHANNEL_CONFIG = web.AppKey("channel_config", ChannelConfig)
 
 
@@ -215,7 +214,6 @@ async def _smtp_listener(app: web.Application):
         lambda: SMTP(handler, data_size_limit=config.email.max_inbound_bytes,
                      enable_SMTPUTF8=True),
         host=settings.smtp_listen_host, port=settings.smtp_listen_port)
-    app[SMTP_SERVER] = server
     log.info("smtp_listening", port=settings.smtp_listen_port)
     yield
     server.close()

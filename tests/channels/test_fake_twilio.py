@@ -27,9 +27,6 @@ from channels.sms_encoding import analyse
 from channels.twilio_api import classify_error, close_twilio_client, make_twilio_client
 from sandbox.fake_twilio import (
     DEFAULT_SPEC,
-    FAKE_TWILIO,
-    FakeTwilio,
-    create_fake_twilio,
     load_spec,
 )
 from service.stack import free_port
@@ -49,29 +46,6 @@ def today() -> datetime:
 
 
 # --- fixtures ------------------------------------------------------------------------------
-@pytest_asyncio.fixture
-async def server(aiohttp_server):
-    app = create_fake_twilio(DEFAULT_SPEC, {ACCOUNT: TOKEN}, callback_delay=0.01)
-    return await aiohttp_server(app)
-
-
-@pytest.fixture
-def fake(server) -> FakeTwilio:
-    return server.app[FAKE_TWILIO]
-
-
-@pytest.fixture
-def base_url(server) -> str:
-    return f"http://{server.host}:{server.port}"
-
-
-@pytest_asyncio.fixture
-async def client(base_url):
-    client = make_twilio_client(ACCOUNT, TOKEN, base_url, timeout=5)
-    yield client
-    await close_twilio_client(client)
-
-
 @pytest_asyncio.fixture
 async def quick_client(base_url):
     """A client that gives up after 0.3 s, for hangs."""

@@ -29,12 +29,6 @@ from channels.twilio_api import (
     make_twilio_client,
     redirect_url,
 )
-from sandbox.fake_twilio import (
-    DEFAULT_SPEC,
-    FAKE_TWILIO,
-    FakeTwilio,
-    create_fake_twilio,
-)
 from service.stack import free_port
 
 ACCOUNT = "AC" + "5" * 32
@@ -44,29 +38,6 @@ DEBTOR = "+4915112345678"
 SERVICE = "MG" + "c" * 32
 CONTENT = "HX" + "d" * 32
 MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
-
-
-@pytest_asyncio.fixture
-async def server(aiohttp_server):
-    return await aiohttp_server(create_fake_twilio(DEFAULT_SPEC, {ACCOUNT: TOKEN},
-                                                   callback_delay=0.01))
-
-
-@pytest.fixture
-def fake(server) -> FakeTwilio:
-    return server.app[FAKE_TWILIO]
-
-
-@pytest.fixture
-def base_url(server) -> str:
-    return f"http://{server.host}:{server.port}"
-
-
-@pytest_asyncio.fixture
-async def client(base_url):
-    client = make_twilio_client(ACCOUNT, TOKEN, base_url, timeout=5)
-    yield client
-    await close_twilio_client(client)
 
 
 async def failure_of(call) -> BaseException:
