@@ -32,11 +32,13 @@ build_venv() {  # build_venv DIR PYTHON STAMP LOCKFILE [extra uv args...]
   echo "$stamp" > "$dir/.lock-stamp"
 }
 
-# 1. Debian packages, unless present: the Redis server, and the tz database (the contact
-#    rules read its zone.tab for the time zones of each country).
+# 1. Debian packages, unless present: the Redis server, the tz database (the contact
+#    rules read its zone.tab for the time zones of each country), and Debian's chromium,
+#    which Playwright drives in the browser tests (no browser download from the internet).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -f /usr/share/zoneinfo/zone.tab ] || missing+=(tzdata)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} from Debian's packages"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -6,6 +6,8 @@ Layout (key names from :class:`service.keys.Keys`):
 * ``Keys.debtor_index``                    set of all debtor ids
 * ``Keys.debtor_by_address(kind, addr)``   string: the debtor id owning that address;
   ``kind`` is ``phone`` (E.164) or ``email`` (lower-cased)
+* ``Keys.debtor_references``               hash: creditor reference -> debtor id (payments
+  name the reference the creditor knows, not our id)
 
 Every write of one debtor (document, index, address entries) happens in one
 MULTI/EXEC transaction, guarded by WATCH on every key it read, and is retried when
@@ -52,6 +54,11 @@ class DebtorStore(Protocol):
     ) -> UpsertOutcome: ...
     async def get(self, debtor_id: str) -> Debtor | None: ...
     async def find_by_address(self, kind: AddressKind, address: str) -> Debtor | None: ...
+    async def find_by_reference(self, reference: str) -> Debtor | None:
+        owner = _text(await self.redis.hget(self.keys.debtor_references, reference.strip().upper()))
+        debtor = await self.get(owner) if owner else None
+        return debtor if debtor is not None and debtor.reference.upper() == reference.strip().upper() else None
+
     async def all_ids(self) -> list[str]: ...
     async def delete(self, debtor_id: str) -> bool: ...
 
@@ -100,6 +107,11 @@ class RedisDebtorStore:
         if debtor is None or debtor.addresses().get(kind) != address:
             return None  # stale entry: the owner no longer has this address
         return debtor
+
+    async def find_by_reference(self, reference: str) -> Debtor | None:
+        owner = _text(await self.redis.hget(self.keys.debtor_references, reference.strip().upper()))
+        debtor = await self.get(owner) if owner else None
+        return debtor if debtor is not None and debtor.reference.upper() == reference.strip().upper() else None
 
     async def all_ids(self) -> list[str]:
         members = await self.redis.smembers(self.keys.debtor_index)
@@ -157,6 +169,9 @@ class RedisDebtorStore:
                     pipe.sadd(self.keys.debtor_index, debtor.id)
                     for kind, address in new_addresses.items():
                         pipe.set(self.keys.debtor_by_address(kind, address), debtor.id)
+                    pipe.hset(self.keys.debtor_references, debtor.reference.upper(), debtor.id)
+                    if old is not None and old.reference.upper() != debtor.reference.upper():
+                        pipe.hdel(self.keys.debtor_references, old.reference.upper())
                     if released:
                         pipe.delete(*released)
                     await pipe.execute()
@@ -185,6 +200,9 @@ class RedisDebtorStore:
                     pipe.multi()
                     pipe.delete(doc_key, *owned)
                     pipe.srem(self.keys.debtor_index, debtor_id)
+                    if raw is not None:
+                        pipe.hdel(self.keys.debtor_references,
+                                  Debtor.from_json(_text(raw) or "").reference.upper())
                     await pipe.execute()
                 except WatchError:
                     continue

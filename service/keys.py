@@ -25,6 +25,11 @@ class Keys:
         """Set of all debtor ids."""
         return f"{self.prefix}:debtors"
 
+    @property
+    def debtor_references(self) -> str:
+        """Hash: creditor reference (upper case) -> debtor id."""
+        return f"{self.prefix}:debtor_references"
+
     def debtor_by_address(self, channel_kind: str, address: str) -> str:
         """Debtor id for a phone number (E.164) or an email address."""
         return f"{self.prefix}:address:{channel_kind}:{address}"
@@ -79,9 +84,22 @@ class Keys:
 
     # --- state the dialogue keeps --------------------------------------------------
     def arrangement(self, debtor_id: str) -> str:
+        """Hash: the debtor's current arrangement, earlier ones, the negotiation in progress
+        (service/arrangements.py)."""
         return f"{self.prefix}:arrangement:{debtor_id}"
 
+    @property
+    def arrangement_due(self) -> str:
+        """Sorted set: debtor ids scored by the day their arrangement's next follow-up is due."""
+        return f"{self.prefix}:arrangement_due"
+
+    def verification(self, debtor_id: str) -> str:
+        """Hash: identity checks of one debtor (attempts, lock, verified until), shared by the
+        conversation and the payment page (service/identity.py)."""
+        return f"{self.prefix}:verification:{debtor_id}"
+
     def promise(self, debtor_id: str) -> str:
+        """Legacy (before arrangements kept promises): read by erasure and export only."""
         return f"{self.prefix}:promise:{debtor_id}"
 
     def suppression(self, channel: str, address_digest: str) -> str:
@@ -166,3 +184,32 @@ class Keys:
     def user(self, username: str) -> str:
         """Hash: a console/CLI user's role and argon2id password hash."""
         return f"{self.prefix}:user:{username}"
+
+    # --- business events, creditor webhooks, payments (issue 4) -----------------------
+    @property
+    def business_events(self) -> str:
+        """Append-only stream of business events (offers, arrangements, payments...), never
+        trimmed: the record creditors are told from and exports are made of
+        (service/business_events.py)."""
+        return f"{self.prefix}:business_events"
+
+    def business_event_id(self, event_id: str) -> str:
+        """The stream entry id of an event appended with this event id (so a retried job does
+        not append it twice). Kept as long as the stream keeps the event."""
+        return f"{self.prefix}:business_event_id:{event_id}"
+
+    @property
+    def creditor_webhook_due(self) -> str:
+        """Sorted set: business-event stream entry ids whose delivery to their creditor is
+        scheduled or leased, by when to (re)try (service/creditor_webhooks.py)."""
+        return f"{self.prefix}:creditor_webhook_due"
+
+    def creditor_webhook_state(self, entry_id: str) -> str:
+        """Hash: one event's delivery to its creditor: event id, type, creditor, attempts,
+        next attempt, last error, delivered at. No bodies, no secrets."""
+        return f"{self.prefix}:creditor_webhook:{entry_id}"
+
+    def payment(self, payment_id: str) -> str:
+        """Marker that a payment id was taken in (service/payment_intake.py): JSON with its
+        state ("applying" with a short expiry, then "recorded" for good)."""
+        return f"{self.prefix}:payment:{payment_id}"

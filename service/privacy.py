@@ -190,6 +190,9 @@ class Footprint:
     outbound_ids: set[str] = field(default_factory=set)
     outbox_entries: list[tuple[str, Any]] = field(default_factory=list)
     event_entries: list[tuple[str, Any]] = field(default_factory=list)
+    business_event_entries: list[tuple[str, Any]] = field(default_factory=list)
+    follow_up_scheduled: bool = False
+    reference_indexed: str | None = None
     deferred: dict[str, dict[str, str]] = field(default_factory=dict)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)   # job id -> what we know
     queued_jobs: list[str] = field(default_factory=list)
@@ -205,7 +208,9 @@ class Footprint:
     def is_empty(self) -> bool:
         return not (any(self.keys.values()) or self.outbox_entries or self.event_entries
                     or self.deferred or self.jobs or self.queued_jobs or self.in_agent_queue
-                    or self.unknown_conversations or self.legacy_suppressions)
+                    or self.unknown_conversations or self.legacy_suppressions
+                    or self.business_event_entries or self.follow_up_scheduled
+                    or self.reference_indexed)
 
 
 def watched_keys(keys: Keys, settings: Settings, debtor_id: str,
@@ -214,7 +219,7 @@ def watched_keys(keys: Keys, settings: Settings, debtor_id: str,
     watched = [keys.debtor(debtor_id), keys.conversation(debtor_id), keys.transcript(debtor_id),
                keys.pending(debtor_id), keys.arrangement(debtor_id), keys.promise(debtor_id),
                keys.stop_states(debtor_id), keys.preferences(debtor_id),
-               _tracker_key(settings, debtor_id)]
+               keys.verification(debtor_id), _tracker_key(settings, debtor_id)]
     if debtor is not None:
         watched += [keys.debtor_by_address(kind, address)
                     for kind, address in debtor.addresses().items()]
@@ -255,6 +260,7 @@ async def _find(redis: Redis, settings: Settings, debtor_id: str) -> Footprint:
                       ("promise", keys.promise(debtor_id)),
                       ("stop_states", keys.stop_states(debtor_id)),
                       ("preferences", keys.preferences(debtor_id)),
+                      ("verification", keys.verification(debtor_id)),
                       ("whatsapp_opt_in", keys.whatsapp_opt_in(debtor_id))):
         if await redis.exists(key):
             fp.add(kind, key)
@@ -306,6 +312,14 @@ async def _find(redis: Redis, settings: Settings, debtor_id: str) -> Footprint:
         if isinstance(entry, dict) and (entry.get("conversation_id") in conv_set
                                         or entry.get("debtor_id") == debtor_id):
             fp.event_entries.append((entry_id, entry))
+    # business events (arrangements, payments) name the debtor; the creditor got its copy
+    for entry_id, entry in await _stream_entries(redis, keys.business_events):
+        if isinstance(entry, dict) and entry.get("debtor_id") == debtor_id:
+            fp.business_event_entries.append((entry_id, entry))
+    fp.follow_up_scheduled = await redis.zscore(keys.arrangement_due, debtor_id) is not None
+    if debtor is not None and _s(await redis.hget(keys.debtor_references,
+                                                   debtor.reference.upper())) == debtor_id:
+        fp.reference_indexed = debtor.reference.upper()
 
     for message_id in sorted(fp.outbound_ids):
         for kind, key in (("outbound_markers", keys.outbound(message_id)),
@@ -456,8 +470,8 @@ async def export_debtor(redis: Redis, settings: Settings, debtor_id: str, *,
         "outbox": [{"id": i, **e} for i, e in fp.outbox_entries],
         "sent_markers": sent_markers,
         "events": [{"id": i, **e} for i, e in fp.event_entries],
-        "arrangement": _json(await redis.get(keys.arrangement(debtor_id)))
-        if await redis.exists(keys.arrangement(debtor_id)) else None,
+        "arrangements": await hash_of(keys.arrangement(debtor_id)),
+        "business_events": [{"id": i, **e} for i, e in fp.business_event_entries],
         "promise": _json(await redis.get(keys.promise(debtor_id)))
         if await redis.exists(keys.promise(debtor_id)) else None,
         "stop_states": await hash_of(keys.stop_states(debtor_id)),
@@ -502,23 +516,34 @@ class ErasureReport:
         return {**asdict(self), "erased_at": _iso(self.erased_at), "total_deleted": self.total_deleted}
 
 
-# Arrangement fields the bookkeeping record keeps: money and dates, nothing naming a person.
-_MONEY_FIELDS = ("state", "currency", "total", "installments", "frequency", "dates", "amounts")
-_PAYMENT_FIELDS = ("date", "amount", "currency", "received_at", "paid_at")
+# Arrangement fields the bookkeeping record keeps: money and dates, nothing naming a person
+# (not the arrangement id either: it starts with the debtor id).
+_MONEY_FIELDS = ("kind", "state", "currency", "total_minor", "balance_minor", "frequency",
+                 "accepted_on", "ended_on")
+_INSTALMENT_FIELDS = ("number", "due", "amount_minor", "paid_minor")
+_PAYMENT_FIELDS = ("payment_id", "paid_on", "amount", "currency", "source")
 
 
-def _bookkeeping(debtor: Debtor | None, arrangement: Any) -> dict[str, Any] | None:
-    """Amounts and dates of money agreed and received: kept for the bookkeeping period."""
-    if not isinstance(arrangement, dict):
+def _bookkeeping(debtor: Debtor | None, arrangements: dict[str, Any],
+                 business_events: list[tuple[str, Any]]) -> dict[str, Any] | None:
+    """Amounts and dates of money agreed and received: kept for the bookkeeping period.
+    `arrangements` is the debtor's arrangement hash (service/arrangements.py), decoded."""
+    agreed = [a for a in [*(arrangements.get("history") or []), arrangements.get("current")]
+              if isinstance(a, dict)]
+    payments = [e.get("data") or {} for _, e in business_events
+                if isinstance(e, dict) and e.get("type") == "payment_received"]
+    if not agreed and not payments:
         return None
-    kept: dict[str, Any] = {k: arrangement[k] for k in _MONEY_FIELDS if k in arrangement}
-    payments = arrangement.get("payments") or arrangement.get("paid") or []
-    if isinstance(payments, list):
-        kept["payments_received"] = [{k: p[k] for k in _PAYMENT_FIELDS if k in p}
-                                     for p in payments if isinstance(p, dict)]
+    kept: dict[str, Any] = {
+        "arrangements": [{**{k: a[k] for k in _MONEY_FIELDS if k in a},
+                          "instalments": [{k: i[k] for k in _INSTALMENT_FIELDS if k in i}
+                                          for i in a.get("instalments") or [] if isinstance(i, dict)]}
+                         for a in agreed],
+        "payments_received": [{k: p[k] for k in _PAYMENT_FIELDS if k in p} for p in payments],
+    }
     if debtor is not None:
         kept["creditor"] = debtor.creditor   # whose books the money belongs in
-        kept.setdefault("currency", debtor.currency)
+        kept["currency"] = debtor.currency
     return kept
 
 
@@ -550,8 +575,16 @@ def _queue_erasure(pipe: Any, keys: Keys, settings: Settings, fp: Footprint,
     if fp.unknown_conversations:
         pipe.srem(_unknown_sender_key(keys), *fp.unknown_conversations)
         ops.append("unknown_senders")
+    if fp.follow_up_scheduled:
+        pipe.zrem(keys.arrangement_due, debtor_id)
+        ops.append("follow_up_schedule")
+    if fp.reference_indexed:
+        pipe.hdel(keys.debtor_references, fp.reference_indexed)
+        ops.append("reference_index")
     for kind, key, entries in (("outbox_entries", keys.outbox, fp.outbox_entries),
-                               ("event_entries", keys.events, fp.event_entries)):
+                               ("event_entries", keys.events, fp.event_entries),
+                               ("business_event_entries", keys.business_events,
+                                fp.business_event_entries)):
         if entries:
             pipe.xdel(key, *[entry_id for entry_id, _ in entries])
             ops.append(kind)
@@ -646,12 +679,12 @@ async def erase_debtor(redis: Redis, settings: Settings, debtor_id: str, *, acto
                         await pipe.unwatch()
                         raise LookupError(f"nothing is held about {debtor_id}")
                     identifiers = _debtor_identifiers(debtor_id, fp.debtor)
-                    arrangement = _json(await redis.get(keys.arrangement(debtor_id))) \
-                        if fp.keys.get("arrangement") else None
+                    arrangements = {_s(k): _json(v) for k, v in
+                                    (await redis.hgetall(keys.arrangement(debtor_id))).items()}
                     tombstone = {"pseudonym": pseudonym, "erased_at": erased_at,
                                  "erased_at_iso": _iso(erased_at), "actor": actor,
                                  "reason": _scrub(reason.strip(), identifiers)}
-                    money = _bookkeeping(fp.debtor, arrangement)
+                    money = _bookkeeping(fp.debtor, arrangements, fp.business_event_entries)
                     if money:
                         tombstone["bookkeeping"] = money
                     in_other_index = fp.debtor is None and bool(

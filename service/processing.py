@@ -168,7 +168,7 @@ class Processor:
             return
         metadata = {"message_id": message.message_id, "channel": message.channel,
                     "address": message.address, "language": language, "today": today.isoformat(),
-                    "text": message.body, "urgent": understanding.urgent}
+                    "now": message.received_at, "text": message.body, "urgent": understanding.urgent}
         responses = await self._engine_turn(conversation_id, message.message_id,
                                             understanding.engine_message(), metadata, state)
         await self.deliver(debtor, message.channel, message.address, responses, message.message_id)

@@ -100,6 +100,18 @@ class Settings:
     # Our own SMTP listener for inbound mail (self-hosting); 0 = off.
     smtp_listen_port: int = 0
     smtp_listen_host: str = "127.0.0.1"
+    # --- business events and payments (#4). Creditors' signing secrets are named per creditor
+    # in policies/creditors.yml (secret_env) and read from the environment by that name.
+    # The secret payment senders sign the payment webhook with; empty: every call is refused.
+    payment_webhook_secret: str = field(default="", repr=False)
+    # Signs the payment-page links (service/pay_links.py) and the page's session cookie.
+    pay_link_secret: str = field(default="", repr=False)
+    # The payment page's cookie is sent over https only; off only for the local http sandbox.
+    secure_cookies: bool = True
+    creditor_webhook_timeout_seconds: float = 10.0      # one POST to a creditor, all in
+    # A delivery claimed by a worker that died is taken over after this long.
+    creditor_webhook_visibility_seconds: float = 60.0
+    creditor_webhook_batch: int = 50                     # events per delivery round
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -164,6 +176,13 @@ class Settings:
             sendgrid_inbound_public_key=env.get("NUDGE_SENDGRID_INBOUND_PUBLIC_KEY", ""),
             smtp_listen_port=_int(env, "NUDGE_SMTP_LISTEN_PORT", 0),
             smtp_listen_host=env.get("NUDGE_SMTP_LISTEN_HOST", "127.0.0.1"),
+            payment_webhook_secret=env.get("NUDGE_PAYMENT_WEBHOOK_SECRET", ""),
+            pay_link_secret=env.get("NUDGE_PAY_LINK_SECRET", ""),
+            secure_cookies=env.get("NUDGE_SECURE_COOKIES", "true").lower() not in ("0", "false", "no"),
+            creditor_webhook_timeout_seconds=_float(env, "NUDGE_CREDITOR_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+            creditor_webhook_visibility_seconds=_float(
+                env, "NUDGE_CREDITOR_WEBHOOK_VISIBILITY_SECONDS", 60.0),
+            creditor_webhook_batch=_int(env, "NUDGE_CREDITOR_WEBHOOK_BATCH", 50, low=1, high=1000),
         )
 
     def require_twilio(self) -> None:
@@ -207,7 +226,11 @@ def ensure_local_secrets(state_dir: Path) -> dict[str, str]:
     readable by its owner only."""
     secrets_now = read_local_secrets(state_dir)
     changed = False
-    for name in ("NUDGE_ENGINE_TOKEN", "NUDGE_ACTIONS_TOKEN", "NUDGE_PSEUDONYM_KEY"):
+    # The two webhook secrets sign events to the sandbox creditor (sandbox/fake_creditor.py)
+    # and payments posted to us; real deployments set their own in the environment.
+    for name in ("NUDGE_ENGINE_TOKEN", "NUDGE_ACTIONS_TOKEN", "NUDGE_PSEUDONYM_KEY",
+                 "NUDGE_CREDITOR_WEBHOOK_SECRET", "NUDGE_PAYMENT_WEBHOOK_SECRET",
+                 "NUDGE_PAY_LINK_SECRET"):
         if not secrets_now.get(name):
             secrets_now[name] = new_token()
             changed = True

@@ -1,6 +1,8 @@
 """The worker: arq consumers for inbound processing, reminders, delivery to the providers
 (service/delivery.py) and acting on failed deliveries, plus a sweep that finds work a crashed
-process left behind, and a daily retention run (service/privacy.py).
+process left behind, and a daily retention run (service/privacy.py). Arrangements (#4): a
+minutely follow-up sweep (service/follow_up.py), payment receipts, and the delivery of
+business events to creditors (service/creditor_webhooks.py) as a background task.
 
 Run with `python -m service.worker`. SIGINT/SIGTERM cancel running jobs, which arq puts back
 on the queue; every job is idempotent (service/processing.py), so a retry sends nothing twice.
@@ -17,7 +19,11 @@ from arq.connections import RedisSettings
 from arq.worker import run_worker
 from prometheus_client import start_http_server
 
+from bot.core.arrangement_policy import load_policy_book
+from service.arrangements import ArrangementBook
 from service.delivery import Deliverer
+from service.follow_up import FollowUps
+from service.pay_links import PayLinks
 from service.delivery_failures import FailureHandler
 from service.engine import EngineClient, EngineError
 from service.logs import configure_logging, get_logger
@@ -54,6 +60,10 @@ async def startup(ctx: dict[str, Any]) -> None:
                                      processor.rules.audit)
     # An invalid retention policy stops the worker at start-up, not at 03:30 (service/privacy.py).
     ctx["retention_policy"] = load_retention_policy(settings)
+    # The same for the creditors' arrangement policies.
+    ctx["follow_ups"] = FollowUps(processor, ArrangementBook(ctx["redis"], processor.keys),
+                                  load_policy_book(settings.policies_dir / "arrangements.yml"),
+                                  PayLinks(settings.pay_link_secret, settings.public_url))
     await sweep(ctx)
 
 
@@ -127,6 +137,16 @@ async def sweep(ctx: dict[str, Any]) -> int:
     return found
 
 
+async def follow_up_sweep(ctx: dict[str, Any]) -> int:
+    """Reminders before instalments and promises, notes after a miss, broken arrangements."""
+    return await ctx["follow_ups"].sweep(time.time())
+
+
+async def payment_receipt(ctx: dict[str, Any], debtor_id: str, payment_id: str,
+                          amount_minor: int) -> str | None:
+    return await ctx["follow_ups"].receipt(debtor_id, payment_id, amount_minor)
+
+
 async def retention(ctx: dict[str, Any]) -> dict[str, int]:
     """Daily: delete what has outlived its period in policies/retention.yml (counts only logged)."""
     policy = ctx.get("retention_policy") or load_retention_policy(SETTINGS)
@@ -136,8 +156,10 @@ async def retention(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 class WorkerSettings:
-    functions = [process_conversation, send_reminder, deliver_message, handle_delivery_failure]
+    functions = [process_conversation, send_reminder, deliver_message, handle_delivery_failure,
+                 payment_receipt]
     cron_jobs = [cron(sweep, second={0, 30}, run_at_startup=False, unique=True),
+                 cron(follow_up_sweep, second={15}, run_at_startup=True, unique=True),
                  cron(retention, hour={3}, minute={30}, second={0}, run_at_startup=False,
                       unique=True, timeout=3600)]
     on_startup = startup

@@ -7,6 +7,7 @@ Actions send nothing themselves: they return events and name a template with its
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -15,12 +16,16 @@ from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from redis.asyncio import Redis
 
+from bot.core.arrangement_policy import ArrangementPolicy, PolicyBook, load_policy_book
 from bot.core.debtors import Debtor
-from bot.core.plans import PlanPolicy
+from service.arrangements import ArrangementBook
+from service.business_events import BusinessEvents
 from service.contact_rules import ContactConfig, ContactRules
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
+from service.identity import IdentityChecks
 from service.keys import Keys
+from service.pay_links import PayLinks
 from service.settings import Settings
 
 
@@ -31,8 +36,15 @@ class ActionContext:
     settings: Settings
     debtors: RedisDebtorStore
     conversations: ConversationStore
-    policy: PlanPolicy
+    policies: PolicyBook  # policies/arrangements.yml: what each creditor allows
     rules: ContactRules  # stop-states, suppressions and the audit log
+    identity: IdentityChecks
+    book: ArrangementBook
+    events: BusinessEvents
+    pay_links: PayLinks
+
+    def policy_for(self, debtor: Debtor) -> ArrangementPolicy:
+        return self.policies.for_debtor(debtor.creditor, debtor.segment)
 
 
 _context: ActionContext | None = None
@@ -43,8 +55,12 @@ def configure(redis: Redis, settings: Settings) -> ActionContext:
     keys = Keys(settings.key_prefix)
     rules = ContactRules(redis, keys, ContactConfig.load(settings.policies_dir),
                          settings.pseudonym_key)
-    _context = ActionContext(redis, keys, settings, RedisDebtorStore(redis, keys),
-                             ConversationStore(redis, keys), PlanPolicy(), rules)
+    events = BusinessEvents(redis, keys)
+    _context = ActionContext(
+        redis, keys, settings, RedisDebtorStore(redis, keys), ConversationStore(redis, keys),
+        load_policy_book(settings.policies_dir / "arrangements.yml"), rules,
+        IdentityChecks(redis, keys), ArrangementBook(redis, keys, events), events,
+        PayLinks(settings.pay_link_secret, settings.public_url))
     return _context
 
 
@@ -73,5 +89,12 @@ def today_of(tracker: Tracker) -> date:
     return date.fromisoformat(raw) if raw else date.today()
 
 
-def is_verified(tracker: Tracker) -> bool:
-    return bool(tracker.get_slot("verified"))
+def now_of(tracker: Tracker) -> float:
+    """When the debtor's message arrived (the worker passes it), else now."""
+    raw = message_metadata(tracker).get("now")
+    return float(raw) if raw else time.time()
+
+
+async def is_verified(tracker: Tracker) -> bool:
+    """Verified in this conversation, and not longer ago than the portfolio allows."""
+    return await context().identity.is_verified(tracker.sender_id, "chat", now_of(tracker))

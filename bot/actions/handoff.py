@@ -41,6 +41,8 @@ async def handoff_events(tracker: Tracker, reason: str, *, urgent: bool = False)
             digest = address_digest(ctx.settings.pseudonym_key, address)
         await ctx.rules.stop_states.set(tracker.sender_id, reason,
                                         source=f"intent:{reason}", address_digest_=digest)
+    if reason == "hardship":
+        await ctx.book.note_hardship(tracker.sender_id)
     await ctx.conversations.escalate(tracker.sender_id, reason, urgent=urgent)
     return [ActiveLoop(None), ConversationPaused()]
 

@@ -1,23 +1,23 @@
 """Verification before disclosure: the verification form and what happens after it.
 
-No amount, creditor or reference is said before the person proved who they are with what
-the portfolio configures (date of birth by default). A limited number of attempts, then the
-conversation goes to an agent. Issue #4 adds expiry and per-portfolio methods.
+No amount, creditor or reference is said before the person proved who they are with every
+method their portfolio configures (policies/arrangements.yml `verification.methods`: date of
+birth, postcode, reference), asked in turn. The attempts and the lock live in Redis
+(service/identity.py), shared with the payment page: after `max_attempts` wrong answers both
+lock and the conversation goes to an agent. A verification expires after `valid_for_minutes`;
+the next request for debt detail asks again.
 """
 
 from __future__ import annotations
 
-import re
-from datetime import date
 from typing import Any
 
-import dateparser
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from bot.actions.context import context, debtor_of, message_metadata, say
+from bot.actions.context import context, debtor_of, message_metadata, now_of, say
 from bot.actions.handoff import handoff_events
 
 # Replies that must not be taken as a (wrong) verification answer: the dialogue's
@@ -26,6 +26,7 @@ NOT_AN_ANSWER = {
     "dispute", "wrong_number", "hardship", "vulnerability", "deceased", "bankruptcy",
     "attorney", "request_human", "request_callback", "complain", "opt_out",
 }
+
 
 def start_verification(tracker: Tracker) -> list[EventType]:
     """Remember what was asked (with its entities) and start the verification form."""
@@ -37,24 +38,15 @@ def start_verification(tracker: Tracker) -> list[EventType]:
     return [SlotSet("pending_request", pending), FollowupAction("verification_form")]
 
 
-def _parse_birth_date(text: str) -> date | None:
-    # A birth date is in the past and written day first in all three languages we serve.
-    parsed = dateparser.parse(text, settings={"DATE_ORDER": "DMY", "PREFER_DATES_FROM": "past",
-                                               "STRICT_PARSING": True},
-                              languages=["en", "nl", "de"])
-    return parsed.date() if parsed else None
-
-
-def _normalise_postcode(text: str) -> str:
-    return re.sub(r"\s+", "", text).upper()
-
-
-def answer_matches(method: str, answer: str, debtor: Any) -> bool:
-    if method == "date_of_birth":
-        return _parse_birth_date(answer) == debtor.date_of_birth
-    if method == "postcode":
-        return _normalise_postcode(answer) == _normalise_postcode(debtor.postcode)
-    return _normalise_postcode(answer) == _normalise_postcode(debtor.reference)
+async def locked_out(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
+    """Too many wrong answers (here or on the payment page): a person takes over."""
+    ctx = context()
+    debtor = await debtor_of(tracker)
+    say(dispatcher, "verification_locked")
+    await ctx.events.append("verification_locked", tracker.sender_id, {"where": "chat"},
+                            creditor=debtor.creditor if debtor else None)
+    return [SlotSet("verification_answer", None), SlotSet("verification_attempts", 0),
+            ActiveLoop(None)] + await handoff_events(tracker, "verification")
 
 
 class ValidateVerificationForm(FormValidationAction):
@@ -75,14 +67,21 @@ class ValidateVerificationForm(FormValidationAction):
     async def validate_verification_answer(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        settings = context().settings
+        ctx = context()
         debtor = await debtor_of(tracker)
-        attempts = int(tracker.get_slot("verification_attempts") or 0) + 1
-        if debtor is not None and answer_matches(settings.verification_method, str(value), debtor):
+        if debtor is None:
+            return {"verification_answer": "locked"}
+        result = await ctx.identity.answer(debtor, "chat", ctx.policy_for(debtor).verification,
+                                           str(value), now_of(tracker))
+        if result.outcome == "verified":
             return {"verification_answer": "verified", "verified": True, "verification_attempts": 0}
-        if attempts >= settings.verification_max_attempts:
-            return {"verification_answer": "locked", "verification_attempts": attempts}
-        return {"verification_answer": None, "verification_attempts": attempts}
+        if result.outcome == "locked":
+            return {"verification_answer": "locked", "verification_attempts": 0}
+        # "wrong" asks the same method again (and says so); "next" asks the next method.
+        wrong = result.outcome == "wrong"
+        return {"verification_answer": None,
+                "verification_attempts": (int(tracker.get_slot("verification_attempts") or 0) + 1)
+                if wrong else 0}
 
 
 class ActionAskVerificationAnswer(Action):
@@ -90,14 +89,21 @@ class ActionAskVerificationAnswer(Action):
         return "action_ask_verification_answer"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        settings = context().settings
-        attempts = int(tracker.get_slot("verification_attempts") or 0)
-        method = settings.verification_method
-        if attempts:
-            say(dispatcher, "verification_retry", method=method,
-                attempts_left=settings.verification_max_attempts - attempts)
+        ctx = context()
+        debtor = await debtor_of(tracker)
+        if debtor is None:
+            say(dispatcher, "handoff", reason="verification")
+            return await handoff_events(tracker, "verification")
+        question = await ctx.identity.next_question(debtor.id, "chat",
+                                                    ctx.policy_for(debtor).verification, now_of(tracker))
+        if question.outcome == "locked":
+            return await locked_out(dispatcher, tracker)
+        steps = {"step": question.step, "steps": question.steps} if question.steps > 1 else {}
+        if int(tracker.get_slot("verification_attempts") or 0):
+            say(dispatcher, "verification_retry", method=question.method,
+                attempts_left=question.attempts_left, **steps)
         else:
-            say(dispatcher, "ask_verification", method=method)
+            say(dispatcher, "ask_verification", method=question.method, **steps)
         return []
 
 
@@ -116,6 +122,4 @@ class ActionAfterVerification(Action):
             pending = tracker.get_slot("pending_request") or {}
             action = ANSWER_AFTER_VERIFICATION.get(pending.get("intent") or "", ActionBalance)()
             return reset + await action.answer_verified(dispatcher, tracker)
-        say(dispatcher, "verification_locked")
-        return reset + [SlotSet("verification_attempts", 0), ActiveLoop(None)] + await handoff_events(
-            tracker, "verification")
+        return reset + await locked_out(dispatcher, tracker)

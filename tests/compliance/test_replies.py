@@ -43,7 +43,7 @@ async def _reset(product, client, keys: Keys, debtor_id: str) -> None:
     await client.delete(keys.conversation(debtor_id), keys.transcript(debtor_id),
                         keys.pending(debtor_id), keys.stop_states(debtor_id),
                         keys.preferences(debtor_id), keys.arrangement(debtor_id),
-                        keys.promise(debtor_id),
+                        keys.promise(debtor_id), keys.verification(debtor_id),
                         f"{product.settings.engine_key_prefix}:tracker:{debtor_id}")
     await client.zrem(keys.agent_queue, debtor_id)
     async for key in client.scan_iter(match=keys.suppression("*", "*")):

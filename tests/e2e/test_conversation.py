@@ -47,6 +47,7 @@ async def _reset(product, debtor_id: str) -> None:
     keys = Keys(product.settings.key_prefix)
     await client.delete(keys.conversation(debtor_id), keys.transcript(debtor_id),
                         keys.pending(debtor_id), keys.arrangement(debtor_id), keys.promise(debtor_id),
+                        keys.verification(debtor_id),
                         keys.stop_states(debtor_id), keys.contact_log(debtor_id, "sms"),
                         f"{product.settings.engine_key_prefix}:tracker:{debtor_id}")
     await client.zrem(keys.agent_queue, debtor_id)
@@ -91,10 +92,11 @@ async def test_reminder_verification_balance_plan_accepted(product, portfolio, l
         assert understood[2]["entities"].get("installments") == 3
 
     client = aioredis.from_url(product.settings.redis_url)
-    arrangement = json.loads(await client.get(Keys(product.settings.key_prefix).arrangement(debtor_id)))
+    arrangement = json.loads(await client.hget(Keys(product.settings.key_prefix).arrangement(debtor_id),
+                                               "current"))
     await client.aclose()
-    assert arrangement["state"] == "accepted" and arrangement["installments"] == 3
-    amounts = [int(a.replace(".", "")) for a in arrangement["amounts"]]
+    assert arrangement["state"] == "accepted" and len(arrangement["instalments"]) == 3
+    amounts = [i["amount_minor"] for i in arrangement["instalments"]]
     assert sum(amounts) == debtor.balance_minor                     # the schedule sums exactly
 
 

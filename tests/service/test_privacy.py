@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,10 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 from typer.testing import CliRunner
 
+from bot.core.negotiation import Offer
 from channels.base import InboundMessage, OutboundMessage
 from service import privacy
+from service.arrangements import ArrangementBook
 from service.audit import AuditLog
 from service.contact_rules import ContactConfig, ContactRules
 from service.conversations import ConversationStore
@@ -297,12 +299,18 @@ async def build_footprint(w: World) -> None:
                               _job_id="reminder-later", _defer_by=3600,
                               _queue_name=w.settings.queue_name)
     # What the dialogue keeps (the shapes bot/actions/payments.py writes) and preferences.
-    await redis.set(keys.arrangement(debtor_id), json.dumps({
-        "state": "accepted", "currency": "EUR", "total": "412.50", "installments": 3,
-        "frequency": "monthly", "dates": ["2026-02-01", "2026-03-01", "2026-04-01"],
-        "amounts": ["137.50", "137.50", "137.50"],
-        "payments": [{"date": "2026-02-01", "amount": "137.50", "payer": "Wilhelmina Quistorp",
-                      "iban": "NL00BANK0123456789"}]}))
+    book = ArrangementBook(redis, keys)
+    debtor = await w.store.get(debtor_id)
+    offer = Offer("plan", 41250, (13750, 13750, 13750),
+                  (date(2026, 2, 1), date(2026, 3, 1), date(2026, 4, 1)), "monthly")
+    await book.propose(debtor, offer, date(2026, 1, 20), grace_days=5, reminder_days_before=1)
+    await book.accept(debtor, date(2026, 1, 20))
+    await book.apply_payment(debtor, "PAY-1", 13750, date(2026, 2, 1), source="webhook")
+    # An agent's note naming the payer and their account.
+    await ConversationStore(redis, keys).add_event(debtor_id, "agent_note", {
+        "text": "Wilhelmina Quistorp pays from NL00BANK0123456789"})
+    await redis.zadd(keys.arrangement_due, {debtor_id: time.time()})
+    await redis.hset(keys.verification(debtor_id), mapping={"attempts": 1})
     await redis.set(keys.promise(debtor_id), json.dumps(
         {"date": "2026-02-01", "amount": "412.50", "currency": "EUR", "state": "open"}))
     await redis.hset(keys.preferences(debtor_id), mapping={"not_before": "09:00",
@@ -423,8 +431,12 @@ async def test_the_tombstone_keeps_money_and_dates_but_names_nobody(world):
     assert tombstone["actor"] == "carol" and tombstone["pseudonym"] == report.pseudonym
     assert tombstone["reason"] == "GDPR request from [redacted], [redacted]"
     money = tombstone["bookkeeping"]
-    assert money["payments_received"] == [{"date": "2026-02-01", "amount": "137.50"}]
-    assert money["amounts"] == ["137.50"] * 3 and money["currency"] == "EUR"
+    assert money["payments_received"] == [{"payment_id": "PAY-1", "paid_on": "2026-02-01",
+                                           "amount": "137.50", "currency": "EUR",
+                                           "source": "webhook"}]
+    [agreed] = money["arrangements"]
+    assert [i["amount_minor"] for i in agreed["instalments"]] == [13750] * 3
+    assert agreed["instalments"][0]["paid_minor"] == 13750 and money["currency"] == "EUR"
     assert money["creditor"] == "Polderlicht Energie"
     assert "NL00BANK" not in json.dumps(tombstone)
 
@@ -516,7 +528,8 @@ async def test_export_holds_every_part_and_is_audited(world):
     data = await export_debtor(world.redis, world.settings, "D-PRIV-001", actor="carol")
     json.dumps(data)   # serialisable as is
     for part in ("debtor", "conversation", "transcript", "inbound_messages", "outbox",
-                 "sent_markers", "events", "arrangement", "promise", "stop_states", "contact_log",
+                 "sent_markers", "events", "arrangements", "business_events", "promise",
+                 "stop_states", "contact_log",
                  "preferences", "deferred_messages", "suppressions", "engine_tracker",
                  "unknown_sender_conversations", "jobs", "audit"):
         assert data[part], f"export lacks {part}"

@@ -49,7 +49,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "offer_plan": {
         "installments": 6,
         "instalment_amount": "205.76",
-        "first_amount": "205.76",
+        "last_amount": "205.76",
         "currency": "EUR",
         "frequency": "monthly",
         "first_date": "2026-11-20",
@@ -60,11 +60,28 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "currency": "EUR",
         "frequency": "monthly",
         "total": "1234.56",
+        "payment_link": "https://pay.example.com/p/x7Kq2",
     },
-    "offer_pay_in_full": {
+    "offer_full": {
         "amount": "1234.56",
         "currency": "EUR",
+        "pay_by": "2026-11-20",
         "payment_link": "https://pay.example.com/p/x7Kq2",
+    },
+    "offer_settlement": {
+        "amount": "1000.00",
+        "balance": "1234.56",
+        "discount": "234.56",
+        "currency": "EUR",
+        "pay_by": "2026-11-20",
+    },
+    "settlement_not_available": {},
+    "settlement_confirmed": {
+        "amount": "1000.00",
+        "currency": "EUR",
+        "pay_by": "2026-11-20",
+        "payment_link": "https://pay.example.com/p/x7Kq2",
+        "balance": "1234.56",
     },
     "payment_link": {
         "amount": "1234.56",
@@ -102,6 +119,42 @@ SAMPLES: dict[str, dict[str, Any]] = {
     # a request to cease communication (service/processing.py); what an agent typed
     "cease_ack": {},
     "agent_message": {"text": "Hi, this is Alice. I will check the contract."},
+    # we write first, about an arrangement the debtor agreed after verification
+    "instalment_reminder": {
+        "amount": "1028.80",
+        "currency": "EUR",
+        "due_date": "2026-11-20",
+        "payment_link": "https://pay.example.com/p/x7Kq2",
+        "number": 2,
+        "of": 6,
+    },
+    "instalment_missed": {
+        "amount": "1028.80",
+        "currency": "EUR",
+        "due_date": "2026-11-20",
+        "payment_link": "https://pay.example.com/p/x7Kq2",
+        "grace_until": "2026-11-27",
+    },
+    "arrangement_broken": {
+        "balance": "1028.80",
+        "currency": "EUR",
+        "payment_link": "https://pay.example.com/p/x7Kq2",
+    },
+    "promise_reminder": {
+        "amount": "1234.56",
+        "currency": "EUR",
+        "date": "2026-11-20",
+        "payment_link": "https://pay.example.com/p/x7Kq2",
+    },
+    "promise_broken": {
+        "amount": "1234.56",
+        "currency": "EUR",
+        "date": "2026-11-20",
+        "payment_link": "https://pay.example.com/p/x7Kq2",
+    },
+    # next_amount and next_date are optional: tested with and without below
+    "payment_received": {"amount": "1028.80", "currency": "EUR", "remaining": "5144.00"},
+    "arrangement_completed": {"total": "1234.56", "currency": "EUR"},
 }
 KEYS = set(SAMPLES)
 
@@ -130,8 +183,12 @@ DEBT_VARIABLES = {
     "creditor", "amount", "reference", "due_date", "total", "instalment_amount",
     "installments", "schedule", "iban", "payment_link", "balance",
 }
-# Keys whose SMS may legitimately run past two segments (a schedule, crisis information).
-LONG_KEYS = {"plan_confirmed", "vulnerability_support"}
+# Keys whose SMS may legitimately run past two segments (a schedule, crisis information, and
+# the messages we start about an arrangement: greeting, link, disclosure and opt-out line).
+LONG_KEYS = {
+    "plan_confirmed", "vulnerability_support", "instalment_reminder", "instalment_missed",
+    "arrangement_broken", "promise_reminder", "promise_broken",
+}
 # Keys without the opt-out line: the confirmation of an opt-out, and the wrong-number reply
 # (we stop writing to that address).
 NO_OPTOUT_LINE = {"optout_confirmation", "wrong_number_ack", "cease_ack"}
