@@ -10,6 +10,9 @@
   nudge eval-nlu                intent F1 and recall per language on the held-out set
   nudge templates lint [--root DIR]   check every message template (exit 1 on an error)
   nudge privacy export|erase|retention   data protection: access, erasure, retention run
+  nudge payments import FILE    record payments from a CSV (service/cli_arrangements.py)
+  nudge events export|status    business events: export as CSV/JSONL, delivery to creditors
+  nudge arrangements show DEBTOR   an arrangement, its schedule and the negotiation
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from service.cli_arrangements import arrangements_app, events_app, payments_app
 from service.settings import PROJECT_ROOT, Settings, SettingsError, ensure_local_secrets
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nudge: conversational collections.")
@@ -40,6 +44,9 @@ app.add_typer(agent_app, name="agent")
 privacy_app = typer.Typer(no_args_is_help=True,
                           help="Data protection: export or erase a debtor, run retention.")
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(payments_app, name="payments")
+app.add_typer(events_app, name="events")
+app.add_typer(arrangements_app, name="arrangements")
 console = Console()
 err = Console(stderr=True)
 

@@ -55,6 +55,13 @@ class CreditorConfig:
         would be retried until the secret is set. For a warning at start-up."""
         return sorted(name for name in self.secret_envs if not secrets.get(name))
 
+    def all_to(self, url: str) -> CreditorConfig:
+        """Every creditor's events to one URL (the sandbox creditor of `make run` and the
+        tests: NUDGE_CREDITOR_EVENTS_URL), each keeping its secret."""
+        def moved(entry: CreditorEndpoint) -> CreditorEndpoint:
+            return CreditorEndpoint(url, entry.secret_env or self.default.secret_env)
+        return CreditorConfig(moved(self.default), {n: moved(e) for n, e in self.creditors.items()})
+
     @classmethod
     def load(cls, directory: Path | str) -> CreditorConfig:
         return load_creditor_config(Path(directory) / FILE_NAME)
@@ -99,10 +106,11 @@ def _entry(raw: Any, where: str, base: CreditorEndpoint | None,
         return CreditorEndpoint(None, None)
     for key in raw:
         if key not in _ENTRY_KEYS:
-            problems.append(f"{where}.{key}: unknown key; expected one of {', '.join(_ENTRY_KEYS)}")
+            problems.append(f"{where}.{key}: unknown key; "
+                            f"expected one of {', '.join(_ENTRY_KEYS)}")
     # A key left out comes from the default; a key given (even as null) wins.
-    url = raw["events_url"] if "events_url" in raw else (base.events_url if base else None)
-    secret_env = raw["secret_env"] if "secret_env" in raw else (base.secret_env if base else None)
+    url = raw.get("events_url", base.events_url if base else None)
+    secret_env = raw.get("secret_env", base.secret_env if base else None)
     if url is not None and not _is_http_url(url):
         problems.append(f"{where}.events_url: expected an http(s) URL or null, got {url!r}")
         url = None

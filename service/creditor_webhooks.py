@@ -122,11 +122,11 @@ class CreditorWebhooks:
             while not stop.is_set():
                 try:
                     handled = await self.run_once()
-                except Exception as exc:  # Redis down, say: keep going, it comes back
+                except Exception as exc:  # noqa: BLE001 - Redis down, say: it comes back
                     log.warning("creditor_webhook.round_failed", error=type(exc).__name__)
                     handled = 0
                 if not handled:
-                    with contextlib.suppress(asyncio.TimeoutError):
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), interval)
         finally:
             await self.close()
@@ -225,9 +225,9 @@ class CreditorWebhooks:
                 status = response.status
                 await response.read()  # drain, so the connection can be reused
             error = None if 200 <= status < 300 else f"HTTP {status}"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error = f"no answer within {self.timeout:g} s"
-        except Exception as exc:  # refused, reset, DNS, bad URL...: all worth a retry
+        except Exception as exc:  # noqa: BLE001 - refused, reset, DNS, bad URL: retry
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
             await self._finish(entry_id, status=status, attempts=attempts)

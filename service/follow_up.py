@@ -11,7 +11,7 @@ twice, because the send path refuses an id that already went out.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bot.core.arrangement_lifecycle import Arrangement, FollowUp
@@ -44,17 +44,17 @@ class FollowUps:
                 await self.processor.redis.zrem(self.processor.keys.arrangement_due, debtor_id)
                 continue
             today = self.processor.local_today(debtor, now)
-            sent = await self.book.follow_up(debtor, today, self._sender_for(debtor))
+            sent = await self.book.follow_up(debtor, today, self._sender_for(debtor, now))
             planned += len(sent)
         if planned:
             log.info("follow_ups_planned", messages=planned)
         return planned
 
-    def _sender_for(self, debtor: Debtor):
+    def _sender_for(self, debtor: Debtor, now: float):
         async def send(arrangement: Arrangement, item: FollowUp) -> None:
             variables = self._variables(debtor, arrangement, item)
             await self._send(debtor, f"arr:{arrangement.id}:{item.kind}:{item.number}",
-                             item.kind, variables)
+                             item.kind, variables, now=now)
         return send
 
     def _variables(self, debtor: Debtor, arr: Arrangement, item: FollowUp) -> dict[str, Any]:
@@ -75,7 +75,8 @@ class FollowUps:
         return {"amount": money(item.amount_minor, currency), "currency": currency,
                 "date": item.due.isoformat(), "payment_link": link}
 
-    async def receipt(self, debtor_id: str, payment_id: str, amount_minor: int) -> str | None:
+    async def receipt(self, debtor_id: str, payment_id: str, amount_minor: int,
+                      now: float | None = None) -> str | None:
         """Thank the debtor for a payment: what is left and the next instalment, or that
         nothing more is owed."""
         debtor = await self.processor.debtors.get(debtor_id)
@@ -83,12 +84,11 @@ class FollowUps:
             return None
         arrangement = await self.book.current(debtor_id)
         currency = debtor.currency
-        if debtor.balance_minor == 0 or (arrangement is not None and arrangement.state == "completed"
-                                         and payment_id in arrangement.payment_ids):
+        if debtor.balance_minor == 0:  # nothing more owed (a settlement's rest is written off)
             total = arrangement.total_minor if arrangement is not None else amount_minor
             return await self._send(debtor, f"pay:{payment_id}:receipt", "arrangement_completed",
                                     {"total": money(total, currency), "currency": currency},
-                                    kind="confirmation")
+                                    kind="confirmation", now=now)
         variables: dict[str, Any] = {"amount": money(amount_minor, currency), "currency": currency,
                                      "remaining": money(debtor.balance_minor, currency)}
         upcoming = arrangement.next_unpaid() if arrangement is not None and arrangement.is_open else None
@@ -96,10 +96,11 @@ class FollowUps:
             variables |= {"next_amount": money(upcoming.outstanding_minor, currency),
                           "next_date": upcoming.due.isoformat()}
         return await self._send(debtor, f"pay:{payment_id}:receipt", "payment_received", variables,
-                                kind="confirmation")
+                                kind="confirmation", now=now)
 
     async def _send(self, debtor: Debtor, message_id: str, template: str,
-                    variables: dict[str, Any], *, kind: str = "reminder") -> str | None:
+                    variables: dict[str, Any], *, kind: str = "reminder",
+                    now: float | None = None) -> str | None:
         """`kind`: reminders follow the contact windows and caps; a receipt is a confirmation
         (no collection content), which no cap should hold back."""
         channel, address = await self._channel(debtor)
@@ -107,7 +108,8 @@ class FollowUps:
             log.warning("follow_up_no_address", debtor=debtor.id, template=template)
             return None
         decision = await self.processor.sender.send(PlannedMessage(
-            message_id, debtor.id, channel, address, template, kind, variables), debtor=debtor)
+            message_id, debtor.id, channel, address, template, kind, variables), debtor=debtor,
+            now=datetime.fromtimestamp(now, timezone.utc) if now is not None else None)
         return decision.verdict
 
     async def _channel(self, debtor: Debtor) -> tuple[str, str | None]:

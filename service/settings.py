@@ -104,6 +104,9 @@ class Settings:
     # in policies/creditors.yml (secret_env) and read from the environment by that name.
     # The secret payment senders sign the payment webhook with; empty: every call is refused.
     payment_webhook_secret: str = field(default="", repr=False)
+    # Sends every creditor's events to this URL instead of policies/creditors.yml's (the
+    # sandbox creditor of `make run` and the tests).
+    creditor_events_url: str = ""
     # Signs the payment-page links (service/pay_links.py) and the page's session cookie.
     pay_link_secret: str = field(default="", repr=False)
     # The payment page's cookie is sent over https only; off only for the local http sandbox.
@@ -178,8 +181,10 @@ class Settings:
             smtp_listen_host=env.get("NUDGE_SMTP_LISTEN_HOST", "127.0.0.1"),
             payment_webhook_secret=env.get("NUDGE_PAYMENT_WEBHOOK_SECRET", ""),
             pay_link_secret=env.get("NUDGE_PAY_LINK_SECRET", ""),
+            creditor_events_url=env.get("NUDGE_CREDITOR_EVENTS_URL", ""),
             secure_cookies=env.get("NUDGE_SECURE_COOKIES", "true").lower() not in ("0", "false", "no"),
-            creditor_webhook_timeout_seconds=_float(env, "NUDGE_CREDITOR_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+            creditor_webhook_timeout_seconds=_float(
+                env, "NUDGE_CREDITOR_WEBHOOK_TIMEOUT_SECONDS", 10.0),
             creditor_webhook_visibility_seconds=_float(
                 env, "NUDGE_CREDITOR_WEBHOOK_VISIBILITY_SECONDS", 60.0),
             creditor_webhook_batch=_int(env, "NUDGE_CREDITOR_WEBHOOK_BATCH", 50, low=1, high=1000),

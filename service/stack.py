@@ -111,8 +111,15 @@ class Stack:
         mail_dir.mkdir(parents=True, exist_ok=True)
         self._spawn("mail", [APP_PYTHON, "-m", "sandbox.smtp_sink", "--port",
                              str(self.settings.smtp_port), "--dir", str(mail_dir)])
+        # a creditor's system receiving our signed business events (sandbox/fake_creditor.py)
+        creditor_port = urlparse(self.settings.creditor_events_url).port
+        if creditor_port:
+            self._spawn("creditor", [APP_PYTHON, "-m", "sandbox.fake_creditor", "--port",
+                                     str(creditor_port)])
         self._wait("twilio", lambda: _port_open("127.0.0.1", int(twilio_port)), 30)
         self._wait("mail", lambda: _port_open("127.0.0.1", self.settings.smtp_port), 30)
+        if creditor_port:
+            self._wait("creditor", lambda: _port_open("127.0.0.1", creditor_port), 30)
 
     def start_services(self, *, model: Path | None = None, workers: int = 1) -> None:
         """Action server, engine, gateway and workers; all spawned first, then awaited, so
@@ -230,9 +237,12 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def sandbox_env(*, twilio_port: int, smtp_port: int, smtp_listen_port: int) -> dict[str, str]:
+def sandbox_env(*, twilio_port: int, smtp_port: int, smtp_listen_port: int,
+                creditor_port: int = 8095) -> dict[str, str]:
     """Environment that points the product at the sandbox providers: the fake Twilio API, the
-    SMTP sink for outbound mail, and the gateway's own SMTP listener for inbound mail."""
+    SMTP sink for outbound mail, the gateway's own SMTP listener for inbound mail, and a
+    creditor's system that receives our business events."""
     return {"NUDGE_TWILIO_API_URL": f"http://127.0.0.1:{twilio_port}",
+            "NUDGE_CREDITOR_EVENTS_URL": f"http://127.0.0.1:{creditor_port}/events",
             "NUDGE_SMTP_HOST": "127.0.0.1", "NUDGE_SMTP_PORT": str(smtp_port),
             "NUDGE_SMTP_STARTTLS": "never", "NUDGE_SMTP_LISTEN_PORT": str(smtp_listen_port)}

@@ -11,6 +11,7 @@ on the queue; every job is idempotent (service/processing.py), so a retry sends 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -21,6 +22,8 @@ from prometheus_client import start_http_server
 
 from bot.core.arrangement_policy import load_policy_book
 from service.arrangements import ArrangementBook
+from service.creditor_config import load_creditor_config
+from service.creditor_webhooks import CreditorWebhooks
 from service.delivery import Deliverer
 from service.follow_up import FollowUps
 from service.pay_links import PayLinks
@@ -64,10 +67,25 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["follow_ups"] = FollowUps(processor, ArrangementBook(ctx["redis"], processor.keys),
                                   load_policy_book(settings.policies_dir / "arrangements.yml"),
                                   PayLinks(settings.pay_link_secret, settings.public_url))
+    # Business events to the creditors' systems: a loop beside the jobs, stopped at shutdown
+    # (an event in flight is taken over after the visibility timeout, never lost).
+    creditors = load_creditor_config(settings.policies_dir / "creditors.yml")
+    if settings.creditor_events_url:
+        creditors = creditors.all_to(settings.creditor_events_url)
+    hooks = CreditorWebhooks(
+        ctx["redis"], processor.keys, creditors, creditors.secrets_from(os.environ), timeout=settings.creditor_webhook_timeout_seconds,
+        visibility_timeout=settings.creditor_webhook_visibility_seconds,
+        batch=settings.creditor_webhook_batch)
+    ctx["creditor_webhooks"], ctx["stop_webhooks"] = hooks, asyncio.Event()
+    ctx["webhooks_task"] = asyncio.create_task(hooks.run_forever(ctx["stop_webhooks"]))
     await sweep(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "webhooks_task" in ctx:
+        ctx["stop_webhooks"].set()
+        await asyncio.wait([ctx["webhooks_task"]], timeout=15)
+        await ctx["creditor_webhooks"].close()
     await ctx["engine"].close()
     for provider in {id(p): p for p in ctx.get("providers", {}).values()}.values():
         await provider.close()

@@ -77,7 +77,10 @@ def stack_env(redis_url: str, **extra: str) -> dict[str, str]:
         "TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16),
         "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
         **sandbox_env(twilio_port=free_port(), smtp_port=free_port(),
-                      smtp_listen_port=free_port()),
+                      smtp_listen_port=free_port(), creditor_port=free_port()),
+        "NUDGE_PAY_LINK_SECRET": new_token(),
+        "NUDGE_PAYMENT_WEBHOOK_SECRET": new_token(),
+        "NUDGE_CREDITOR_WEBHOOK_SECRET": new_token(),
         **extra,
     }
     return env

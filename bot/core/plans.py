@@ -26,6 +26,9 @@ from bot.core.arrangement_policy import FREQUENCIES, WEEKEND_RULES, PlanRules
 #: Longest gap first: the order "most affordable" prefers.
 LONGEST_FIRST = ("monthly", "fortnightly", "weekly")
 _STEP_DAYS = {"weekly": 7, "fortnightly": 14}
+#: No schedule is built longer than this: "1 cent a week" on a large balance must not make a
+#: list of a billion instalments (policies allow at most 60).
+MAX_SCHEDULE = 1000
 
 
 def require_minor(name: str, value: object, *, low: int = 0) -> int:
@@ -72,6 +75,8 @@ def split_fixed(balance_minor: int, amount_minor: int) -> list[int]:
     require_minor("balance_minor", balance_minor, low=1)
     require_minor("amount_minor", amount_minor, low=1)
     count = -(-balance_minor // amount_minor)  # ceiling division
+    if count > MAX_SCHEDULE:
+        raise ValueError(f"{amount_minor} a time would take {count} instalments")
     return [amount_minor] * (count - 1) + [balance_minor - amount_minor * (count - 1)]
 
 
@@ -212,7 +217,7 @@ def plan_inside_policy(plan: Plan, balance_minor: int, rules: PlanRules, today: 
 
 
 __all__ = [
-    "FREQUENCIES", "Plan", "add_months", "apply_weekend_rule", "build_fixed_plan", "build_plan",
+    "FREQUENCIES", "MAX_SCHEDULE", "Plan", "add_months", "apply_weekend_rule", "build_fixed_plan", "build_plan",
     "is_weekend", "latest_first_date", "minimum_instalment_minor", "most_affordable_frequency",
     "most_installments_allowed", "nearest_first_date", "plan_inside_policy", "require_minor",
     "schedule_dates", "split_equal", "split_fixed",

@@ -21,8 +21,12 @@ from aiohttp import web
 
 from sandbox.fake_creditor import FAKE_CREDITOR, FakeCreditor, create_fake_creditor
 from service.business_events import BusinessEvents
-from service.creditor_config import (CreditorConfig, CreditorConfigError, load_creditor_config,
-                                     parse_creditor_config)
+from service.creditor_config import (
+    CreditorConfig,
+    CreditorConfigError,
+    load_creditor_config,
+    parse_creditor_config,
+)
 from service.creditor_webhooks import GROUP, CreditorWebhooks
 from service.keys import Keys
 from service.signatures import sign
@@ -308,15 +312,15 @@ async def test_a_worker_that_died_mid_delivery_is_taken_over(redis, keys, credit
     answers; A dies. Once A's lease runs out, worker B delivers again: the creditor saw it
     twice on the wire and keeps it once."""
     fake, url = creditor
-    forwarded = asyncio.Event()
+    forwarded, released = asyncio.Event(), asyncio.Event()
 
     async def forward_then_hang(request):
-        async with aiohttp.ClientSession() as session:
-            async with session.post(url, data=await request.read(),
-                                    headers=dict(request.headers)) as response:
-                await response.read()
+        async with aiohttp.ClientSession() as session, session.post(
+                url, data=await request.read(), headers=dict(request.headers)) as response:
+            await response.read()
         forwarded.set()
-        await asyncio.Event().wait()
+        await released.wait()          # never answers while the test runs
+        return web.Response(status=200)
 
     proxy = web.Application()
     proxy.router.add_post("/events", forward_then_hang)
@@ -339,6 +343,7 @@ async def test_a_worker_that_died_mid_delivery_is_taken_over(redis, keys, credit
         assert (await redis.xpending(keys.business_events, GROUP))["pending"] == 0
         assert (await b.delivery_state(await entry_of(redis, keys)))["attempts"] == "2"
     finally:
+        released.set()
         await runner.cleanup()
 
 
@@ -396,6 +401,12 @@ async def test_summary_before_any_worker_ran(redis, keys, make):
     await append(redis, keys, 2)
     summary = await hooks.pending_summary()
     assert summary["unread"] == 2 and summary["oldest"]["entry_id"] == await entry_of(redis, keys)
+    # a group that has read nothing yet: the lag counts them, the oldest is the first unread
+    await redis.xgroup_create(keys.business_events, GROUP, id="0")
+    summary = await hooks.pending_summary()
+    assert (summary["unread"], summary["pending"]) == (2, 0)
+    assert summary["oldest"]["entry_id"] == await entry_of(redis, keys)
+    assert summary["oldest"]["attempts"] == 0 and summary["oldest"]["age_seconds"] >= 0
 
 
 @pytest.mark.asyncio

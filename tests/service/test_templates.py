@@ -447,6 +447,69 @@ def test_offer_plan_translates_the_frequency(
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
+def test_offer_plan_names_the_last_instalment_only_when_it_differs(
+    renderer: TemplateRenderer, language: str
+) -> None:
+    last = {"en": "the last payment is €205.80", "nl": "de laatste termijn is € 205,80",
+            "de": "die letzte Rate beträgt 205,80 €"}[language]
+    same = render(renderer, "offer_plan", "sms", language).body
+    differs = render(renderer, "offer_plan", "sms", language, last_amount="205.80").body
+    assert last not in same and last in differs
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_offer_plan_accepts_a_proposal_and_is_gentle_in_hardship(
+    renderer: TemplateRenderer, language: str
+) -> None:
+    accept = {"en": "We can accept that", "nl": "Daar gaan we graag mee akkoord",
+              "de": "Damit sind wir einverstanden"}[language]
+    gentle = {"en": "no pressure", "nl": "geen haast", "de": "ohne Druck"}[language]
+    plain = render(renderer, "offer_plan", "sms", language).body
+    agreed = render(renderer, "offer_plan", "sms", language, agreed=True).body
+    hardship = render(renderer, "offer_plan", "sms", language, hardship=True).body
+    both = render(renderer, "offer_plan", "sms", language, agreed=True, hardship=True).body
+    assert accept not in plain and gentle not in plain
+    assert accept in agreed and gentle not in agreed
+    assert accept not in hardship and gentle in hardship
+    assert accept in both and gentle in both
+    assert render(renderer, "offer_plan", "sms", language, agreed=False, hardship=False).body == plain
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_payment_received_names_the_next_instalment_when_there_is_one(
+    renderer: TemplateRenderer, language: str
+) -> None:
+    next_date = {"en": "Sunday 20 December 2026", "nl": "zondag 20 december 2026",
+                 "de": "Sonntag, 20. Dezember 2026"}[language]
+    remaining = {"en": "€5,144.00", "nl": "€ 5.144,00", "de": "5.144,00 €"}[language]
+    without = render(renderer, "payment_received", "sms", language).body
+    with_next = render(renderer, "payment_received", "sms", language,
+                       next_amount="1028.80", next_date="2026-12-20").body
+    paid_up = render(renderer, "payment_received", "sms", language, remaining="0.00").body
+    assert remaining in without and next_date not in without
+    assert remaining in with_next and next_date in with_next
+    assert remaining not in paid_up and "0,00" not in paid_up and "0.00" not in paid_up
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_verification_in_several_steps(renderer: TemplateRenderer, language: str) -> None:
+    single = render(renderer, "ask_verification", "sms", language, method="postcode").body
+    assert render(renderer, "ask_verification", "sms", language, method="postcode",
+                  step=1, steps=1).body == single
+    first = render(renderer, "ask_verification", "sms", language, method="postcode",
+                   step=1, steps=2).body
+    second = render(renderer, "ask_verification", "sms", language, method="postcode",
+                    step=2, steps=2).body
+    count = {"en": "two quick questions", "nl": "twee korte vragen", "de": "zwei kurzen Fragen"}
+    more = {"en": "One more check", "nl": "Nog één vraag", "de": "Noch eine Angabe"}
+    privacy = {"en": "privacy", "nl": "privacy", "de": "Schutz Ihrer Daten"}[language]
+    assert count[language] in first and privacy in first
+    assert more[language] in second and privacy not in second
+    postcode = {"en": "postcode", "nl": "postcode", "de": "Postleitzahl"}[language]
+    assert all(postcode in body for body in (single, first, second))
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
 def test_unknown_frequency_is_an_error(renderer: TemplateRenderer, language: str) -> None:
     with pytest.raises(TemplateError) as info:
         render(renderer, "offer_plan", "sms", language, frequency="yearly")
@@ -587,6 +650,41 @@ def test_pre_verification_messages_reveal_nothing(
     text = f"{message.subject or ''}\n{message.body}"
     for value in ("SENTINEL", "9876", "4321", "DE89", "2026", "€", "AB-123456", "Energie Direct"):
         assert value not in text, f"{key} leaks {value!r}"
+
+
+# --------------------------------------------------------------------------- we write first
+
+# Sent unprompted about an arrangement the debtor agreed after verification: they may state
+# its amounts and dates, never the creditor or the reference (someone else may read them).
+ARRANGEMENT_UNSOLICITED = {
+    "instalment_reminder", "instalment_missed", "arrangement_broken", "promise_reminder",
+    "promise_broken", "payment_received", "arrangement_completed",
+}
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("key", sorted(ARRANGEMENT_UNSOLICITED))
+def test_arrangement_messages_never_name_the_creditor(
+    renderer: TemplateRenderer, key: str, language: str, channel: str
+) -> None:
+    for jurisdiction in ("EU/NL", "DE", "UK", "US"):
+        message = render(renderer, key, channel, language, jurisdiction=jurisdiction,
+                         creditor="SENTINEL CREDITOR", reference="SENTINEL-REF-42",
+                         product="SENTINEL product")
+        text = f"{message.subject or ''}\n{message.body}"
+        assert "SENTINEL" not in text
+        assert "Nudge Collections" in message.body  # says who writes
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("key", sorted(ARRANGEMENT_UNSOLICITED))
+def test_arrangement_messages_write_dates_out(renderer: TemplateRenderer, key: str,
+                                             language: str) -> None:
+    # sending may be deferred to the next contact window: "tomorrow" could be wrong by then
+    body = render(renderer, key, "sms", language).body.lower()
+    for word in ("tomorrow", "today", "morgen", "vandaag", "heute"):
+        assert not re.search(rf"\b{word}\b", body), f"{key} says {word!r}"
 
 
 # --------------------------------------------------------------------------- language rules
