@@ -7,6 +7,8 @@ erasure or an export finds it in one place:
 * ``history``      JSON list of the arrangements it replaced
 * ``negotiation``  JSON of the negotiation state (bot/core/negotiation.py) while one is going on
 * ``seq``          counter for arrangement ids (``<debtor id>-<n>``)
+* ``payment:<id>``  amount of each payment applied (a payment lowers the balance once)
+* ``hardship``     present once the debtor told us of hardship
 
 ``Keys.arrangement_due`` (sorted set) schedules the follow-up sweep: debtor id scored by the
 epoch of the day the next reminder, miss or break is due.
@@ -158,6 +160,7 @@ class ArrangementBook:
         payment id for the arrangement; the payment ledger (service/payment_intake.py) makes
         sure each payment id reaches here once."""
         key, debtor_key = self.keys.arrangement(debtor.id), self.keys.debtor(debtor.id)
+        applied_field = f"payment:{payment_id}"
         for _ in range(MAX_ATTEMPTS):
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
@@ -168,7 +171,12 @@ class ArrangementBook:
                     fresh = Debtor.from_json(raw_debtor)
                     raw = await pipe.hget(key, "current")
                     current = Arrangement.from_json(json.loads(raw)) if raw else None
-                    events: list[tuple[str, dict[str, Any]]] = []
+                    if await pipe.hexists(key, applied_field):
+                        # Applied before (a retry after a crash between here and the ledger's
+                        # "recorded"): the balance must not go down twice.
+                        await pipe.unwatch()
+                        return PaymentOutcome(debtor.id, fresh.balance_minor, current, [])
+                    events: list[tuple[str, Any]] = []
                     if current is not None:
                         effect = apply_payment(current, payment_id, amount_minor, paid_on)
                         current, events = effect.arrangement, effect.events
@@ -177,6 +185,7 @@ class ArrangementBook:
                         balance = 0  # the rest is written off
                     pipe.multi()
                     pipe.set(debtor_key, replace(fresh, balance_minor=balance).to_json())
+                    pipe.hset(key, applied_field, amount_minor)
                     if current is not None:
                         pipe.hset(key, "current", json.dumps(current.to_json()))
                         self._schedule(pipe, current)

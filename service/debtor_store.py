@@ -169,9 +169,9 @@ class RedisDebtorStore:
                     pipe.sadd(self.keys.debtor_index, debtor.id)
                     for kind, address in new_addresses.items():
                         pipe.set(self.keys.debtor_by_address(kind, address), debtor.id)
-                    pipe.hset(self.keys.debtor_references, debtor.reference.upper(), debtor.id)
                     if old is not None and old.reference.upper() != debtor.reference.upper():
                         pipe.hdel(self.keys.debtor_references, old.reference.upper())
+                    pipe.hset(self.keys.debtor_references, debtor.reference.upper(), debtor.id)
                     if released:
                         pipe.delete(*released)
                     await pipe.execute()
@@ -191,7 +191,12 @@ class RedisDebtorStore:
                     await pipe.watch(doc_key)
                     raw = await pipe.get(doc_key)
                     owned: list[str] = []
+                    reference = None
                     if raw is not None:
+                        reference = Debtor.from_json(_text(raw) or "").reference.upper()
+                        await pipe.watch(self.keys.debtor_references)
+                        if _text(await pipe.hget(self.keys.debtor_references, reference)) != debtor_id:
+                            reference = None  # another debtor holds that reference now
                         for kind, address in Debtor.from_json(_text(raw) or "").addresses().items():
                             addr_key = self.keys.debtor_by_address(kind, address)
                             await pipe.watch(addr_key)
@@ -200,9 +205,8 @@ class RedisDebtorStore:
                     pipe.multi()
                     pipe.delete(doc_key, *owned)
                     pipe.srem(self.keys.debtor_index, debtor_id)
-                    if raw is not None:
-                        pipe.hdel(self.keys.debtor_references,
-                                  Debtor.from_json(_text(raw) or "").reference.upper())
+                    if reference:
+                        pipe.hdel(self.keys.debtor_references, reference)
                     await pipe.execute()
                 except WatchError:
                     continue

@@ -34,7 +34,7 @@ from service.privacy import load_retention_policy, run_retention
 from service.processing import Processor
 from service.providers import EmailProvider, TwilioProvider
 from service.routing import InboundRouter
-from service.settings import Settings
+from service.settings import Settings, read_local_secrets
 from service.templates import TemplateRenderer
 
 log = get_logger("worker")
@@ -72,10 +72,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     creditors = load_creditor_config(settings.policies_dir / "creditors.yml")
     if settings.creditor_events_url:
         creditors = creditors.all_to(settings.creditor_events_url)
-    hooks = CreditorWebhooks(
-        ctx["redis"], processor.keys, creditors, creditors.secrets_from(os.environ), timeout=settings.creditor_webhook_timeout_seconds,
-        visibility_timeout=settings.creditor_webhook_visibility_seconds,
-        batch=settings.creditor_webhook_batch)
+    secrets = creditors.secrets_from({**read_local_secrets(settings.state_dir), **os.environ})
+    for name in creditors.missing_secrets(secrets):
+        log.warning("creditor_secret_missing", variable=name)  # retried until it is set
+    hooks = CreditorWebhooks(ctx["redis"], processor.keys, creditors, secrets,
+                             timeout=settings.creditor_webhook_timeout_seconds,
+                             visibility_timeout=settings.creditor_webhook_visibility_seconds,
+                             batch=settings.creditor_webhook_batch)
     ctx["creditor_webhooks"], ctx["stop_webhooks"] = hooks, asyncio.Event()
     ctx["webhooks_task"] = asyncio.create_task(hooks.run_forever(ctx["stop_webhooks"]))
     await sweep(ctx)

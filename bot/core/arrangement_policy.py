@@ -22,6 +22,7 @@ debtor's, not the policy's); code works in integer minor units, via :func:`money
 from __future__ import annotations
 
 import string
+from itertools import pairwise
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
@@ -196,7 +197,7 @@ def policy_book_from_mapping(raw: Any, *, source: str = "arrangements.yml") -> P
         where = f"portfolios.{creditor}"
         if not isinstance(creditor, str) or not creditor.strip():
             raise fail(where, "a creditor name must be text, as in the portfolio file")
-        own = _parse_layer(layer, where, fail, extra={"segments"})
+        own = _parse_layer(layer, where, fail, extra=frozenset({"segments"}))
         merged = _merge(base, own)
         portfolios[creditor] = _build(merged, where, creditor, fail)
         raw_segments = layer.get("segments") or {}
@@ -297,7 +298,7 @@ def _ladder(value: Any) -> tuple[int, ...]:
         raise _Bad(f"must be a list of instalment counts from 1 to 60, got {value!r}")
     if value[0] != 1:
         raise _Bad(f"must start with 1 (pay in full), got {value!r}")
-    if any(a >= b for a, b in zip(value, value[1:])):
+    if any(a >= b for a, b in pairwise(value)):
         raise _Bad(f"must go up step by step (more instalments each time), got {value!r}")
     return tuple(value)
 
@@ -340,7 +341,7 @@ Layer = dict[str, dict[str, Any]]
 
 
 def _parse_layer(raw: Any, where: str, fail, *, complete: bool = False,
-                 extra: set[str] = frozenset()) -> Layer:  # type: ignore[assignment]
+                 extra: frozenset[str] = frozenset()) -> Layer:
     """One layer's parsed values, section -> key -> value; ``complete`` demands every key."""
     _only(raw, set(SECTIONS) | set(extra), where, fail)
     layer: Layer = {}

@@ -87,7 +87,7 @@ class Offer:
                 "as_asked": self.as_asked}
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> "Offer":
+    def from_json(cls, raw: Mapping[str, Any]) -> Offer:
         return cls(kind=raw["kind"], total_minor=raw["total_minor"],
                    amounts_minor=tuple(raw["amounts_minor"]),
                    dates=tuple(date.fromisoformat(d) for d in raw["dates"]),
@@ -118,7 +118,7 @@ class Ask:
                 "first_date": self.first_date.isoformat() if self.first_date else None}
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> "Ask":
+    def from_json(cls, raw: Mapping[str, Any]) -> Ask:
         return cls(raw.get("installments"), raw.get("amount_minor"), raw.get("frequency"),
                    _day(raw.get("first_date")))
 
@@ -139,7 +139,7 @@ class Negotiation:
                 "asks": [a.to_json() for a in self.asks], "hardship": self.hardship}
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> "Negotiation":
+    def from_json(cls, raw: Mapping[str, Any]) -> Negotiation:
         return cls(rounds=_whole("rounds", raw.get("rounds", 0)),  # type: ignore[arg-type]
                    offers=tuple(Offer.from_json(o) for o in raw.get("offers", ())),
                    asks=tuple(Ask.from_json(a) for a in raw.get("asks", ())),

@@ -20,6 +20,7 @@ import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
+from itertools import pairwise
 
 from bot.core.arrangement_policy import FREQUENCIES, WEEKEND_RULES, PlanRules
 
@@ -209,7 +210,7 @@ def plan_inside_policy(plan: Plan, balance_minor: int, rules: PlanRules, today: 
         reasons.append("first_date_in_past")
     if dates[0] > latest_first_date(today, rules):
         reasons.append("first_date_too_late")
-    if any(a >= b for a, b in zip(dates, dates[1:])):
+    if any(a >= b for a, b in pairwise(dates)):
         reasons.append("dates_not_increasing")
     if rules.weekend != "allow" and any(is_weekend(d) for d in dates):
         reasons.append("date_on_weekend")

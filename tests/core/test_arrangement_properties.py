@@ -177,7 +177,7 @@ def _check(step: Step, balance: int, policy: ArrangementPolicy, today: date, cur
             assert offer.installments >= most_installments_allowed(balance, policy.plans, currency)
         if ask is not None and ask.amount_minor is not None and offer.kind == "plan":
             assert offer.instalment_minor <= ask.amount_minor       # never pushed up
-        if ask is not None and ask.installments is not None:
+        if ask is not None and ask.amount_minor is None and ask.installments is not None:
             assert offer.installments >= ask.installments
     if step.outcome == "agree":
         assert offer.as_asked

@@ -45,7 +45,7 @@ def test_fixed_split_pays_the_amount_until_the_balance_is_paid(balance, amount, 
     assert split_fixed(balance, amount) == expected
 
 
-@pytest.mark.parametrize("bad", [100.0, Decimal("100"), True, "100"])
+@pytest.mark.parametrize("bad", [100.0, Decimal(100), True, "100"])
 def test_money_must_be_int_minor_units(bad):
     with pytest.raises(TypeError):
         split_equal(bad, 2)

@@ -10,7 +10,8 @@ from service.settings import Settings
 
 @pytest.mark.asyncio
 async def test_token_required(aiohttp_client, redis_url):
-    settings = Settings.from_env({"REDIS_URL": redis_url, "NUDGE_ACTIONS_TOKEN": "right"})
+    settings = Settings.from_env({"REDIS_URL": redis_url, "NUDGE_ACTIONS_TOKEN": "right",
+                                  "NUDGE_PAY_LINK_SECRET": "links"})
     client = await aiohttp_client(create_app(settings))
     call = {"next_action": "action_who_we_are", "tracker": {}, "domain": {}}
     assert (await client.post("/webhook", json=call)).status == 403

@@ -174,3 +174,14 @@ async def test_a_payment_and_the_sweep_at_once_lose_nothing(world):
     assert current.instalments[0].paid_minor == 1000 and current.state == "active"
     assert (await processor.debtors.get(debtor.id)).balance_minor == debtor.balance_minor - 1000
     assert first.amount_minor > 1000
+
+
+@pytest.mark.asyncio
+async def test_a_payment_applied_twice_lowers_the_balance_once(world):
+    """The ledger's claim can lapse after a crash between applying and marking it recorded;
+    the sender's retry must then change nothing."""
+    processor, book, _ = world
+    debtor = await processor.debtors.get("D-EN-001")
+    for _ in range(2):
+        await book.apply_payment(debtor, "TWICE-1", 1000, TODAY, source="webhook")
+    assert (await processor.debtors.get(debtor.id)).balance_minor == debtor.balance_minor - 1000

@@ -80,7 +80,9 @@ async def test_create_get_and_plain_json_string(store: RedisDebtorStore, client:
         keys.debtor_index,
         keys.debtor_by_address("phone", "+447400123001"),
         keys.debtor_by_address("email", "oliver.bennett@example.org"),
+        keys.debtor_references,
     }
+    assert await store.find_by_reference(d.reference.lower()) == d
 
 
 @pytest.mark.asyncio
@@ -189,7 +191,9 @@ async def test_delete_removes_document_index_and_addresses(
         keys.debtor("D-2"),
         keys.debtor_index,
         keys.debtor_by_address("phone", "+447400123002"),
+        keys.debtor_references,
     }
+    assert await client.hlen(keys.debtor_references) == 1   # D-1's reference went with it
 
 
 @pytest.mark.asyncio

@@ -41,24 +41,42 @@ CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def policies_with(tmp_path: Path, **payment_page: object) -> Path:
-    """A copy of the real policies, with the defaults' payment_page overridden."""
+    """A copy of the real policies with the arrangement rules these tests count on pinned
+    (the product's own tuning of them may change): both the date of birth and the postcode
+    asked everywhere, Northwind Mobile's short plans, and the payment page's settings."""
     directory = tmp_path / "policies"
-    shutil.copytree(ROOT / "policies", directory)
-    if payment_page:
-        path = directory / "arrangements.yml"
-        raw = yaml.safe_load(path.read_text())
-        raw["defaults"]["payment_page"].update(payment_page)
-        path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    shutil.copytree(ROOT / "policies", directory, dirs_exist_ok=True)
+    path = directory / "arrangements.yml"
+    raw = yaml.safe_load(path.read_text())
+    defaults = raw["defaults"]
+    defaults["verification"].update(methods=["date_of_birth", "postcode"], max_attempts=3)
+    defaults["payment_page"].update(
+        url_template="https://pay.nudge.example/p/{reference}?amount={amount}&currency={currency}",
+        link_valid_days=14)
+    defaults["payment_page"].update(payment_page)
+    for portfolio in raw.get("portfolios", {}).values():
+        portfolio.pop("verification", None)
+        portfolio.pop("payment_page", None)
+        for segment in (portfolio.get("segments") or {}).values():
+            segment.pop("verification", None)
+            segment.pop("payment_page", None)
+    raw["portfolios"]["Northwind Mobile"] = {
+        "plans": {"max_installments": 6, "min_instalment": "20.00"},
+        "negotiation": {"ladder": [1, 2, 4, 6]},
+        "segments": {"early": {"plans": {"max_installments": 3},
+                               "negotiation": {"ladder": [1, 2, 3]}}}}
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     return directory
 
 
 def settings_for(redis_url: str, tmp_path: Path, *, secure: bool = False, secret: str = SECRET,
                  policies: Path | None = None) -> Settings:
+    policies = policies or policies_with(tmp_path)
     return Settings.from_env({
         "REDIS_URL": redis_url, "NUDGE_KEY_PREFIX": PREFIX, "NUDGE_PAY_LINK_SECRET": secret,
         "NUDGE_SECURE_COOKIES": "true" if secure else "false",
         "NUDGE_STATE_DIR": str(tmp_path / "state"),
-        "NUDGE_POLICIES_DIR": str(policies or ROOT / "policies"),
+        "NUDGE_POLICIES_DIR": str(policies),
         "NUDGE_LOG_LEVEL": "INFO"})
 
 
@@ -310,7 +328,7 @@ async def test_a_lock_from_the_chat_locks_the_page(world):
     policy = world.policies.for_debtor(debtor.creditor, debtor.segment).verification
     for _ in range(policy.max_attempts):
         await world.identity.answer(debtor, "chat", policy, "nope", time.time())
-    response, page = await world.open(world.path(EN))
+    _, page = await world.open(world.path(EN))
     assert "This page is locked" in page
     assert (await world.events_of("pay_link_opened"))[0]["data"]["locked"] is True
 
@@ -358,7 +376,7 @@ async def test_verification_renews_the_session(world):
     # The session id from before verification is worth nothing now.
     world.client.session.cookie_jar.clear()
     world.client.session.cookie_jar.update_cookies({pay_page.COOKIE: before})
-    response, page = await world.open(path)
+    _, page = await world.open(path)
     assert "What is your date of birth?" in page and "£248.50" not in page
     verified = await world.events_of("pay_link_verified")
     assert len(verified) == 1 and verified[0]["data"]["methods"] == ["date_of_birth", "postcode"]
@@ -389,7 +407,7 @@ async def test_options_then_a_chosen_plan_becomes_the_schedule(world):
     assert "monthly, first payment on" in page and "Pay £248.50 now" in page
     assert page.count('type="radio"') == 2
     path = world.path(EN)
-    response, after = await world.post(f"{path}/choose", {"option": "3-monthly"},
+    response, _ = await world.post(f"{path}/choose", {"option": "3-monthly"},
                                        csrf=csrf_of(page))
     assert response.status == 303 and response.headers["Location"] == path
     arrangement = await world.book.current(EN)
