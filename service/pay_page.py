@@ -34,6 +34,7 @@ reloading a verified page is not counted as another open.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -310,7 +311,8 @@ def add_routes(app: web.Application) -> None:
                          app_key=TEMPLATES, autoescape=True,
                          undefined=jinja2.StrictUndefined)
     app.router.add_get("/pay-assets/pay.css", stylesheet)
-    app.router.add_get("/pay/{token}", show_page)
+    # No HEAD: link scanners and previews send it, and it must not count as an opening.
+    app.router.add_get("/pay/{token}", show_page, allow_head=False)
     app.router.add_post("/pay/{token}/verify", verify)
     app.router.add_post("/pay/{token}/choose", choose)
     app.router.add_post("/pay/{token}/go", go)
@@ -410,13 +412,12 @@ def _see_other(location: str, *, cookie: str | None = None, request: web.Request
 
 
 def _handled(handler):
+    @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
         except _Stop as stop:
             return stop.response
-    wrapper.__name__ = handler.__name__
-    wrapper.__doc__ = handler.__doc__
     return wrapper
 
 

@@ -68,8 +68,6 @@ class Settings:
     company_name: str = "Nudge Collections"
     payment_base_url: str = "https://pay.nudge.example/p"
     default_currency: str = "EUR"
-    verification_method: str = "date_of_birth"
-    verification_max_attempts: int = 3
     conversation_lock_seconds: float = 30.0
     engine_timeout_seconds: float = 30.0
     simulator_enabled: bool = True
@@ -130,11 +128,6 @@ class Settings:
         if not engine_prefix.isalnum():
             # Rasa silently ignores a non-alphanumeric tracker key prefix; refuse it here.
             raise SettingsError("NUDGE_ENGINE_KEY_PREFIX must be letters and digits only")
-        method = env.get("NUDGE_VERIFICATION_METHOD", cls.verification_method)
-        if method not in ("date_of_birth", "postcode", "reference"):
-            raise SettingsError(
-                "NUDGE_VERIFICATION_METHOD must be date_of_birth, postcode or reference"
-            )
         gateway_port = _int(env, "NUDGE_GATEWAY_PORT", cls.gateway_port, low=1)
         return cls(
             redis_url=redis_url,
@@ -152,8 +145,6 @@ class Settings:
             company_name=env.get("NUDGE_COMPANY_NAME", cls.company_name),
             payment_base_url=env.get("NUDGE_PAYMENT_BASE_URL", cls.payment_base_url),
             default_currency=env.get("NUDGE_DEFAULT_CURRENCY", cls.default_currency),
-            verification_method=method,
-            verification_max_attempts=_int(env, "NUDGE_VERIFICATION_MAX_ATTEMPTS", 3, low=1, high=10),
             conversation_lock_seconds=_float(env, "NUDGE_CONVERSATION_LOCK_SECONDS", 30.0),
             engine_timeout_seconds=_float(env, "NUDGE_ENGINE_TIMEOUT_SECONDS", 30.0),
             simulator_enabled=env.get("NUDGE_SIMULATOR", "1") not in ("0", "false", "no"),

@@ -22,10 +22,10 @@ debtor's, not the policy's); code works in integer minor units, via :func:`money
 from __future__ import annotations
 
 import string
-from itertools import pairwise
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote

@@ -218,8 +218,8 @@ def plan_inside_policy(plan: Plan, balance_minor: int, rules: PlanRules, today: 
 
 
 __all__ = [
-    "FREQUENCIES", "MAX_SCHEDULE", "Plan", "add_months", "apply_weekend_rule", "build_fixed_plan", "build_plan",
-    "is_weekend", "latest_first_date", "minimum_instalment_minor", "most_affordable_frequency",
+    "FREQUENCIES", "MAX_SCHEDULE", "Plan", "add_months", "apply_weekend_rule", "build_fixed_plan",
+    "build_plan", "is_weekend", "latest_first_date", "minimum_instalment_minor", "most_affordable_frequency",
     "most_installments_allowed", "nearest_first_date", "plan_inside_policy", "require_minor",
     "schedule_dates", "split_equal", "split_fixed",
 ]

@@ -68,9 +68,11 @@ def servers() -> Iterator[Servers]:
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """A headless chromium (Debian's), via Playwright."""
+    """A headless chromium (Debian's), via Playwright. Module-scoped: Playwright's sync API runs
+    an event loop in this thread while it is open, and pytest-asyncio's tests after this module
+    need the thread without one."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (scripts/setup.sh) "
                     "to run the browser tests")

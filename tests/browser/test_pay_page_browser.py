@@ -50,10 +50,19 @@ def fake_payment_site() -> web.Application:
 
 
 def policies_paying_at(directory: Path, url_template: str) -> Path:
+    """The real policies, paying at `url_template`, with what this test counts on pinned: the
+    date of birth and the postcode asked, Northwind Mobile's short plans for early arrears."""
     shutil.copytree(ROOT / "policies", directory)
     path = directory / "arrangements.yml"
     raw = yaml.safe_load(path.read_text())
-    raw["defaults"]["payment_page"]["url_template"] = url_template
+    raw["defaults"]["verification"].update(methods=["date_of_birth", "postcode"], max_attempts=3)
+    raw["defaults"]["payment_page"].update(url_template=url_template, link_valid_days=14)
+    for portfolio in raw.get("portfolios", {}).values():
+        portfolio.pop("verification", None)
+        portfolio.pop("payment_page", None)
+    raw["portfolios"]["Northwind Mobile"] = {
+        "plans": {"max_installments": 3, "min_instalment": "20.00"},
+        "negotiation": {"ladder": [1, 2, 3]}}
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     return directory
 

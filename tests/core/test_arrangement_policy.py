@@ -24,7 +24,7 @@ BOOK = load_policy_book(PATH)
 def test_the_shipped_policy_loads_with_every_section():
     d = BOOK.defaults
     assert d.scope == "defaults"
-    assert d.verification.methods == ("date_of_birth", "postcode")
+    assert d.verification.methods == ("date_of_birth",)
     assert d.plans.min_instalment == Decimal("25.00") and d.plans.max_installments == 12
     assert d.plans.default_frequency in d.plans.frequencies
     assert d.promises.horizon_days == 30 and d.follow_up.grace_days == 5

@@ -251,6 +251,9 @@ async def test_before_verification_nothing_about_the_debt_is_shown(world):
     assert len(opened) == 1 and opened[0]["creditor"] == "Northwind Mobile"
     assert opened[0]["data"]["locked"] is False and opened[0]["data"]["link_issued_at"]
     assert "pay_link_opened" in await world.transcript_names(EN)
+    # A link scanner's HEAD is not an opening.
+    assert (await world.client.head(world.path(EN))).status == 405
+    assert len(await world.events_of("pay_link_opened")) == 1
 
 
 @pytest.mark.asyncio
@@ -395,6 +398,39 @@ async def test_unverified_sessions_cannot_choose_or_pay(world):
         response, _ = await world.post(f"{path}/{action}", {"option": "full"}, csrf=csrf_of(page))
         assert response.status == 303 and response.headers["Location"] == path
     assert await world.event_types() == ["pay_link_opened"]
+
+
+@pytest.mark.asyncio
+async def test_the_portfolios_methods_are_asked(aiohttp_client, redis_url, tmp_path):
+    policies = policies_with(tmp_path)
+    path = policies / "arrangements.yml"
+    raw = yaml.safe_load(path.read_text())
+    raw["defaults"]["verification"]["methods"] = ["reference"]
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    w = await _world(aiohttp_client, redis_url, settings_for(redis_url, tmp_path, policies=policies))
+    try:
+        link = w.path(EN)
+        _, page = await w.open(link)
+        assert "What is your reference number?" in page and "Question 1 of" not in page
+        response, _ = await w.post(f"{link}/verify", {"method": "reference",
+                                                      "answer": "nwm 2026 62403"},
+                                   csrf=csrf_of(page))
+        assert response.status == 303
+        _, page = await w.open(link)
+        assert "£248.50" in page
+    finally:
+        await w.redis.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_stale_form_costs_no_attempt(world):
+    path = world.path(EN)
+    _, page = await world.open(path)
+    # The form answers the postcode, but the date of birth is asked now (another tab).
+    response, page = await world.post(f"{path}/verify", {"method": "postcode", "answer": "X"},
+                                      csrf=csrf_of(page))
+    assert response.status == 200 and "What is your date of birth?" in page
+    assert "does not match" not in page
 
 
 # --- the verified view ------------------------------------------------------------------------
