@@ -41,6 +41,8 @@ from service.conversations import ConversationStore
 from service.keys import Keys
 
 MAX_ATTEMPTS = 50
+#: The worker job that confirms an arrangement agreed outside the chat (the payment page).
+CONFIRMATION_JOB = "arrangement_confirmation"
 
 
 class NoProposal(LookupError):

@@ -75,6 +75,29 @@ class FollowUps:
         return {"amount": money(item.amount_minor, currency), "currency": currency,
                 "date": item.due.isoformat(), "payment_link": link}
 
+    async def confirmation(self, debtor_id: str, arrangement_id: str) -> str | None:
+        """The plain-language confirmation with the whole schedule, for an arrangement agreed
+        on the payment page (the chat confirms its own)."""
+        debtor = await self.processor.debtors.get(debtor_id)
+        arrangement = await self.book.current(debtor_id)
+        if debtor is None or arrangement is None or arrangement.id != arrangement_id:
+            return None
+        currency = arrangement.currency
+        link = self.pay_links.url(debtor.id)
+        if arrangement.kind == "settlement":
+            template, variables = "settlement_confirmed", {
+                "amount": money(arrangement.total_minor, currency), "currency": currency,
+                "pay_by": arrangement.instalments[0].due.isoformat(), "payment_link": link,
+                "balance": money(arrangement.balance_minor, currency)}
+        else:
+            template, variables = "plan_confirmed", {
+                "schedule": [{"date": i.due.isoformat(), "amount": money(i.amount_minor, currency)}
+                             for i in arrangement.instalments],
+                "currency": currency, "frequency": arrangement.frequency or "monthly",
+                "total": money(arrangement.total_minor, currency), "payment_link": link}
+        return await self._send(debtor, f"arr:{arrangement.id}:confirmed", template, variables,
+                                kind="confirmation")
+
     async def receipt(self, debtor_id: str, payment_id: str, amount_minor: int,
                       now: float | None = None) -> str | None:
         """Thank the debtor for a payment: what is left and the next instalment, or that

@@ -62,7 +62,7 @@ from bot.core.debtors import Debtor, minor_to_decimal
 from bot.core.negotiation import Negotiation, Offer, offer_inside_policy, open_plan
 from bot.core.plans import build_plan, most_installments_allowed, nearest_first_date
 from service import appkeys as K
-from service.arrangements import ArrangementBook, money
+from service.arrangements import CONFIRMATION_JOB, ArrangementBook, money
 from service.business_events import BusinessEvents
 from service.identity import CheckResult, IdentityChecks
 from service.logs import get_logger
@@ -811,7 +811,12 @@ async def choose(request: web.Request) -> web.StreamResponse:
             "first_date": offer.dates[0].isoformat()})
         await book.propose(debtor, offer, today, grace_days=policy.follow_up.grace_days,
                            reminder_days_before=policy.follow_up.instalment_reminder_days_before)
-        await book.accept(debtor, today)
+        accepted = await book.accept(debtor, today)
+        # The same plain-language confirmation with the whole schedule as in the chat, on the
+        # debtor's channel (the worker sends it through the contact rules).
+        await redis.enqueue_job(CONFIRMATION_JOB, debtor.id, accepted.id,
+                                _job_id=f"confirm:{accepted.id}",
+                                _queue_name=request.app[K.SETTINGS].queue_name)
     finally:
         try:
             await lock.release()

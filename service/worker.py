@@ -168,6 +168,11 @@ async def payment_receipt(ctx: dict[str, Any], debtor_id: str, payment_id: str,
     return await ctx["follow_ups"].receipt(debtor_id, payment_id, amount_minor)
 
 
+async def arrangement_confirmation(ctx: dict[str, Any], debtor_id: str,
+                                   arrangement_id: str) -> str | None:
+    return await ctx["follow_ups"].confirmation(debtor_id, arrangement_id)
+
+
 async def retention(ctx: dict[str, Any]) -> dict[str, int]:
     """Daily: delete what has outlived its period in policies/retention.yml (counts only logged)."""
     policy = ctx.get("retention_policy") or load_retention_policy(SETTINGS)
@@ -178,7 +183,7 @@ async def retention(ctx: dict[str, Any]) -> dict[str, int]:
 
 class WorkerSettings:
     functions = [process_conversation, send_reminder, deliver_message, handle_delivery_failure,
-                 payment_receipt]
+                 payment_receipt, arrangement_confirmation]
     cron_jobs = [cron(sweep, second={0, 30}, run_at_startup=False, unique=True),
                  cron(follow_up_sweep, second={15}, run_at_startup=True, unique=True),
                  cron(retention, hour={3}, minute={30}, second={0}, run_at_startup=False,

@@ -185,3 +185,20 @@ async def test_a_payment_applied_twice_lowers_the_balance_once(world):
     for _ in range(2):
         await book.apply_payment(debtor, "TWICE-1", 1000, TODAY, source="webhook")
     assert (await processor.debtors.get(debtor.id)).balance_minor == debtor.balance_minor - 1000
+
+
+@pytest.mark.asyncio
+async def test_a_plan_chosen_on_the_page_is_confirmed_on_the_debtors_channel(world):
+    processor, book, follow = world
+    debtor = await processor.debtors.get("D-NL-001")
+    await book.propose(debtor, plan_offer(debtor.balance_minor), TODAY, grace_days=5,
+                       reminder_days_before=1)
+    accepted = await book.accept(debtor, TODAY)
+    assert await follow.confirmation(debtor.id, "D-NL-001-999") is None    # not the current one
+    # WhatsApp (preferred) has no open window and no approved template for it: it moves on
+    # to the next channel (service/sending.py fall_back), never lost.
+    await follow.confirmation(debtor.id, accepted.id)
+    rows = await processor.redis.xrange(processor.keys.outbox)
+    deferred = await processor.sender.deferred_for(debtor.id)
+    sent = [json.loads(f[b"data"]) for _, f in rows]
+    assert [m["template"] for m in sent] + [d.get("template") for d in deferred] == ["plan_confirmed"]

@@ -459,6 +459,9 @@ async def test_options_then_a_chosen_plan_becomes_the_schedule(world):
     assert types.index("pay_option_chosen") < types.index("arrangement_proposed") \
         < types.index("arrangement_accepted")
     assert "pay_option_chosen" in await world.transcript_names(EN)
+    # the worker is asked to send the written confirmation with the schedule
+    job = await world.redis.exists(f"arq:job:confirm:{arrangement.id}")
+    assert job, "no arrangement_confirmation job queued"
     _, page = await world.open(path)
     assert "Your payment plan" in page and page.count("status-due") == 3
     assert "Pay £82.83" in page and 'type="radio"' not in page
