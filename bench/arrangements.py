@@ -19,6 +19,13 @@ Debtors are generated (GB/NL/DE, one phone and email each) and stored with
 go to a temporary directory; both are gone at the end. Peak RSS is `ru_maxrss` after the
 peak was reset (`/proc/self/clear_refs`), so each phase's peak is its own.
 
+Next to each throughput: the client's round trips to Redis per operation (counted in
+redis-py) and this process's CPU milliseconds per operation. CPU ms/op close to the wall time
+per operation means the Python client, not Redis or the network, is the limit (and more
+concurrent tasks cannot help on one process). The JSON also has the commands Redis ran, by
+name (those inside MULTI/EXEC and Lua scripts included), and the load average: other work on
+the machine slows every figure.
+
 Run: .venv/bin/python bench/arrangements.py [--debtors N ...]   (writes
 bench/results/arrangements.json; about 3-4 minutes on 2 cores with the default sizes)
 """
@@ -148,41 +155,66 @@ class Memory:
                 "rss_after_mib": self.after, "peak_reset": self.reset}
 
 
+ROUND_TRIPS = [0]
+
+
+def count_round_trips() -> None:
+    """Count the client's round trips to Redis: a command on its own, a command a pipeline
+    runs at once (while WATCHing) and a pipeline's execute (MULTI...EXEC in one go)."""
+    from redis.asyncio.client import Pipeline, Redis
+
+    def counted(method):
+        async def call(self, *args, **kwargs):
+            ROUND_TRIPS[0] += 1
+            return await method(self, *args, **kwargs)
+        return call
+
+    original_execute = Pipeline.execute
+
+    async def execute(self, *args, **kwargs):
+        if self.command_stack or self.watching:
+            ROUND_TRIPS[0] += 1
+        return await original_execute(self, *args, **kwargs)
+
+    Redis.execute_command = counted(Redis.execute_command)
+    Pipeline.immediate_execute_command = counted(Pipeline.immediate_execute_command)
+    Pipeline.execute = execute
+
+
 async def command_calls(client: aioredis.Redis) -> dict[str, int]:
-    """Calls per command name the private Redis has processed so far (nothing else uses it)."""
+    """Calls per command name the private Redis has processed so far (nothing else uses it;
+    commands inside MULTI/EXEC and inside Lua scripts count one each)."""
     stats = await client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
 
 
 class Commands:
-    """Redis commands sent and CPU seconds this process spent during a phase, per operation.
-    Commands are round trips, give or take those a MULTI/EXEC or a pipeline sends together."""
+    """Per operation of a phase: the client's round trips to Redis, the commands Redis ran
+    (by name) and the CPU time this process spent."""
 
     def __init__(self, client: aioredis.Redis):
         self.client = client
 
     async def __aenter__(self) -> Self:
         self.before = await command_calls(self.client)
+        self.trips_before = ROUND_TRIPS[0]
         self.cpu_before = time.process_time()
         return self
 
     async def __aexit__(self, *exc) -> None:
         self.cpu = time.process_time() - self.cpu_before
+        self.trips = ROUND_TRIPS[0] - self.trips_before
         after = await command_calls(self.client)
         self.calls = {name: count - self.before.get(name, 0) for name, count in after.items()}
         self.calls["info"] -= 1
         self.calls = {name: count for name, count in self.calls.items() if count}
-        self.count = sum(self.calls.values())
-
-    def per(self, operations: int) -> float:
-        return round(self.count / operations, 1)
 
     def figures(self, operations: int) -> dict:
-        """Commands and client CPU per operation, and the commands by name (per operation)."""
         top = sorted(self.calls.items(), key=lambda item: -item[1])
-        return {"commands_per_op": self.per(operations),
+        return {"round_trips_per_op": round(self.trips / operations, 1),
                 "client_cpu_ms_per_op": round(self.cpu / operations * 1000, 2),
-                "commands_by_name_per_op": {n: round(c / operations, 2) for n, c in top}}
+                "server_commands_per_op": round(sum(self.calls.values()) / operations, 1),
+                "server_commands_by_name_per_op": {n: round(c / operations, 2) for n, c in top}}
 
 
 async def ping_round_trip(client: aioredis.Redis, rounds: int = 2000) -> dict:
@@ -577,6 +609,7 @@ async def bench_redis(args, redis_url: str, tmp: Path, policies) -> dict:
                                   "NUDGE_STATE_DIR": str(tmp)})
     keys = Keys(settings.key_prefix)
     client = aioredis.from_url(redis_url)
+    count_round_trips()
     data: dict = {"ping": await ping_round_trip(client)}
     say(f"generating {args.debtors} debtors...")
     debtors = make_debtors(args.debtors)
@@ -623,7 +656,7 @@ def print_tables(data: dict) -> None:
         out.add_column("measure")
         out.add_column(size, justify="right")
         out.add_column("throughput", justify="right")
-        out.add_column("cmds/op", justify="right")
+        out.add_column("round trips/op", justify="right")
         out.add_column("CPU ms/op", justify="right")
         out.add_column("notes")
         return out
@@ -633,11 +666,11 @@ def print_tables(data: dict) -> None:
                   f"p99 {ping['p99_us']} µs)", "size")
     up = r["debtor_upsert"]
     redis.add_row("RedisDebtorStore.upsert, 8 tasks", f"{up['debtors']:,}",
-                  f"{up['upserts_per_s']:,} /s", f"{up['commands_per_op']}", f"{up['client_cpu_ms_per_op']}",
+                  f"{up['upserts_per_s']:,} /s", f"{up['round_trips_per_op']}", f"{up['client_cpu_ms_per_op']}",
                   "setup: the generated debtors")
     pa = r["propose_accept"]
     redis.add_row("ArrangementBook.propose + accept", f"{pa['debtors']:,}",
-                  f"{pa['propose_accept_per_s']:,} debtors/s", f"{pa['commands_per_op']}", f"{pa['client_cpu_ms_per_op']}",
+                  f"{pa['propose_accept_per_s']:,} debtors/s", f"{pa['round_trips_per_op']}", f"{pa['client_cpu_ms_per_op']}",
                   f"{pa['ms_per_debtor']} ms per debtor, sequential")
     for label, row in r["apply_payment"].items():
         notes = (f"pays {row['amount']}; WATCH conflicts {row['watch_conflicts']:,} "
@@ -648,11 +681,11 @@ def print_tables(data: dict) -> None:
             notes += (f"; ends with {row['payment_ids_on_arrangement']} payment ids, "
                       f"{row['arrangement_json_kib']} KiB JSON")
         redis.add_row(f"apply_payment, {label}", f"{row['payments']:,}",
-                      f"{row['payments_per_s']:,} payments/s", f"{row['commands_per_op']}",
+                      f"{row['payments_per_s']:,} payments/s", f"{row['round_trips_per_op']}",
                       f"{row['client_cpu_ms_per_op']}", notes)
     imp = r["import_csv"]
     redis.add_row("PaymentRecorder.import_csv", f"{imp['rows']:,} rows",
-                  f"{imp['rows_per_s']:,} rows/s", f"{imp['commands_per_op']}", f"{imp['client_cpu_ms_per_op']}",
+                  f"{imp['rows_per_s']:,} rows/s", f"{imp['round_trips_per_op']}", f"{imp['client_cpu_ms_per_op']}",
                   f"{imp['seconds']} s; peak RSS {imp['peak_rss_mib']} MiB "
                   f"(+{imp['peak_growth_mib']} over {imp['rss_before_mib']})")
     console.print(redis)
@@ -662,17 +695,17 @@ def print_tables(data: dict) -> None:
     for label in ("append, no event_id", "append, with event_id"):
         events.add_row(f"BusinessEvents.{label}", f"{be[label]['events']:,}",
                        f"{be[label]['events_per_s']:,} events/s",
-                       f"{be[label]['commands_per_op']}",
+                       f"{be[label]['round_trips_per_op']}",
                        f"{be[label]['client_cpu_ms_per_op']}", "sequential")
     ex = be["export_jsonl"]
     events.add_row("BusinessEvents.export_jsonl", f"{ex['events']:,}",
-                   f"{ex['events_per_s']:,} events/s", f"{ex['commands_per_op']}",
+                   f"{ex['events_per_s']:,} events/s", f"{ex['round_trips_per_op']}",
                    f"{ex['client_cpu_ms_per_op']}",
                    f"{ex['file_mib']} MiB file; peak RSS {ex['peak_rss_mib']} MiB "
                    f"(+{ex['peak_growth_mib']} over {ex['rss_before_mib']})")
     wh = r["webhooks"]
     events.add_row("CreditorWebhooks.run_once, looped", f"{wh['delivered']:,}/{wh['backlog']:,}",
-                   f"{wh['events_per_s']:,} events/s", f"{wh['commands_per_op']}", f"{wh['client_cpu_ms_per_op']}",
+                   f"{wh['events_per_s']:,} events/s", f"{wh['round_trips_per_op']}", f"{wh['client_cpu_ms_per_op']}",
                    f"to the fake creditor (own process); {wh['run_once_rounds']} rounds of "
                    f"batch {wh['batch']}; {wh['failed_posts']} failed, "
                    f"{wh['duplicates']} duplicates")
@@ -681,7 +714,7 @@ def print_tables(data: dict) -> None:
     sweep = r["follow_up_sweep"]
     follow = table("4. Follow-up sweep (noon UTC, Monday 7 Dec 2026)", "due")
     follow.add_row("FollowUps.sweep", f"{sweep['arrangements_due']:,}",
-                   f"{sweep['messages_per_s']:,} messages/s", f"{sweep['commands_per_op']}",
+                   f"{sweep['messages_per_s']:,} messages/s", f"{sweep['round_trips_per_op']}",
                    f"{sweep['client_cpu_ms_per_op']}",
                    f"{sweep['messages_planned']:,} planned: {sweep['sent_to_outbox']:,} sent, "
                    f"{sweep['deferred']:,} deferred; {sweep['sweep_calls']} sweep() calls, "
