@@ -595,7 +595,25 @@ def _queue_erasure(pipe: Any, keys: Keys, settings: Settings, fp: Footprint,
 # atomic RENAME over the old one. Refuses streams with consumer groups (none of ours has one).
 _COMPACT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if #redis.call('XINFO', 'GROUPS', KEYS[1]) > 0 then return -1 end
+-- Consumer groups (the creditor webhooks read business events through one) are re-created on
+-- the new stream. Their pending entries cannot be carried over, so a group restarts just
+-- before its oldest pending entry: those entries are delivered again (at least once, never
+-- lost; receivers de-duplicate by event id).
+local function before(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if tonumber(seq) > 0 then return ms .. '-' .. string.format('%.0f', tonumber(seq) - 1) end
+  return string.format('%.0f', tonumber(ms) - 1) .. '-18446744073709551615'
+end
+local groups = {}
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, start
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then start = g[i + 1] end
+  end
+  local pending = redis.call('XPENDING', KEYS[1], name)
+  if tonumber(pending[1]) > 0 then start = before(pending[2]) end
+  table.insert(groups, {name, start})
+end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local last = '0-0'
 for i = 1, #info, 2 do if info[i] == 'last-generated-id' then last = info[i + 1] end end
@@ -607,12 +625,14 @@ while true do
   for _, row in ipairs(rows) do redis.call('XADD', KEYS[2], row[1], unpack(row[2])) end
   start = '(' .. rows[#rows][1]
 end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[1])
-  return 1
+redis.call('DEL', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('XSETID', KEYS[2], last)
+  redis.call('RENAME', KEYS[2], KEYS[1])
 end
-redis.call('XSETID', KEYS[2], last)
-redis.call('RENAME', KEYS[2], KEYS[1])
+for _, g in ipairs(groups) do
+  redis.call('XGROUP', 'CREATE', KEYS[1], g[1], g[2], 'MKSTREAM')
+end
 return 1
 """
 
@@ -712,6 +732,8 @@ async def erase_debtor(redis: Redis, settings: Settings, debtor_id: str, *, acto
         await compact_stream(redis, keys.outbox)
     if fp.event_entries:
         await compact_stream(redis, keys.events)
+    if fp.business_event_entries:
+        await compact_stream(redis, keys.business_events)
     persistence = await rewrite_persistence(redis)
 
     deleted: dict[str, int] = {}

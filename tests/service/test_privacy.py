@@ -718,3 +718,20 @@ async def test_retention_deletes_exactly_what_is_past_its_period(redis_url, tmp_
         assert later["audit_log"] == 1 and later["tombstones"] == 0
     finally:
         await redis.aclose()
+
+
+@pytest.mark.asyncio
+async def test_compacting_a_stream_keeps_its_consumer_group_and_loses_nothing(redis_url):
+    """The business events stream is read by the creditor webhooks' group: compaction after
+    an erasure re-creates it, and entries that were pending come again (at least once)."""
+    client = aioredis.from_url(redis_url)
+    key = "compact:test"
+    ids = [await client.xadd(key, {"n": str(n)}) for n in range(6)]
+    await client.xgroup_create(key, "g", id="0")
+    await client.xreadgroup("g", "c", {key: ">"}, count=4)      # 0..3 read
+    await client.xack(key, "g", ids[0], ids[1])                   # 2, 3 still pending
+    await client.xdel(key, ids[4])
+    assert await privacy.compact_stream(client, key)
+    again = await client.xreadgroup("g", "c", {key: ">"})
+    assert [e[0] for e in again[0][1]] == [ids[2], ids[3], ids[5]]
+    await client.aclose()
