@@ -107,35 +107,31 @@ class ArrangementBook:
         """Put an offer on the table as a proposed arrangement (replacing an earlier proposal)."""
         seq = await self.redis.hincrby(self.keys.arrangement(debtor.id), "seq", 1)
         kind = "settlement" if offer.kind == "settlement" else "plan"  # "full" is a 1-payment plan
-        arr = new_arrangement(f"{debtor.id}-{seq}", debtor.id, kind, debtor.currency, debtor.balance_minor, list(offer.amounts_minor),
-                              list(offer.dates), today, frequency=offer.frequency,
+        arr = new_arrangement(f"{debtor.id}-{seq}", debtor.id, kind, debtor.currency,
+                              debtor.balance_minor, list(offer.amounts_minor), list(offer.dates), today, frequency=offer.frequency,
                               grace_days=grace_days, reminder_days_before=reminder_days_before)
 
-        def change(current: Arrangement | None) -> tuple[Arrangement, list]:
-            return arr, []
-        await self._update(debtor.id, change, superseded_state="superseded",
-                           replace_open=False)
+        await self._update(debtor.id, lambda current: arr)
         await self._announce(debtor, "arrangement_proposed", arr, {"offer": _offer_data(offer, debtor.currency)})
         return arr
 
     async def accept(self, debtor: Debtor, today: date) -> Arrangement:
-        def change(current: Arrangement | None) -> tuple[Arrangement, list]:
+        def change(current: Arrangement | None) -> Arrangement:
             if current is None or current.state != "proposed":
                 raise NoProposal(f"{debtor.id} has no proposed arrangement")
-            return accept(current, today), []
-        arr, _ = await self._update(debtor.id, change, superseded_state="superseded",
-                                    replace_open=True)
+            return accept(current, today)
+        arr = await self._update(debtor.id, change)
         await self.forget_negotiation(debtor.id)
         await self._announce(debtor, "arrangement_accepted", arr, {"schedule": _schedule(arr)})
         return arr
 
     async def decline(self, debtor: Debtor, today: date) -> Arrangement | None:
         """The debtor said no to the proposal on the table (if any)."""
-        def change(current: Arrangement | None) -> tuple[Arrangement | None, list]:
+        def change(current: Arrangement | None) -> Arrangement | None:
             if current is None or current.state != "proposed":
-                return current, []
-            return end(current, "declined", today), []
-        arr, _ = await self._update(debtor.id, change, superseded_state=None, replace_open=False)
+                return current
+            return end(current, "declined", today)
+        arr = await self._update(debtor.id, change)
         if arr is not None and arr.state == "declined":
             await self._announce(debtor, "offer_declined", arr, {})
         return arr
@@ -148,8 +144,7 @@ class ArrangementBook:
                                   debtor.balance_minor, [amount_minor], [when], today,
                                   grace_days=grace_days, reminder_days_before=reminder_days_before,
                                   state="accepted")
-        arr, _ = await self._update(debtor.id, lambda current: (promise, []),
-                                    superseded_state="superseded", replace_open=True)
+        arr = await self._update(debtor.id, lambda current: promise, end_open=True)
         await self.forget_negotiation(debtor.id)
         await self._announce(debtor, "promise_made", arr, {"date": when.isoformat(),
                                                            "amount": money(amount_minor, debtor.currency)})
@@ -228,11 +223,10 @@ class ArrangementBook:
         for item in todo:
             await send(updated, item)
 
-        def change(latest: Arrangement | None) -> tuple[Arrangement | None, list]:
-            if latest != current:  # a payment came in meanwhile: recompute on the next sweep
-                return latest, []
-            return updated, []
-        saved, _ = await self._update(debtor.id, change, superseded_state=None, replace_open=False)
+        def change(latest: Arrangement | None) -> Arrangement | None:
+            # a payment came in meanwhile: keep it, and recompute on the next sweep
+            return updated if latest == current else latest
+        saved = await self._update(debtor.id, change)
         if saved is updated:
             for name, data in events:
                 await self._announce(debtor, name, updated, data,
@@ -243,10 +237,11 @@ class ArrangementBook:
 
     # --- internals ----------------------------------------------------------------------
     async def _update(self, debtor_id: str,
-                      change: Callable[[Arrangement | None], tuple[Arrangement | None, list]],
-                      *, superseded_state: str | None, replace_open: bool):
-        """Apply `change` to the current arrangement atomically. The arrangement it replaces
-        goes to the history (ended as `superseded_state` when still live)."""
+                      change: Callable[[Arrangement | None], Arrangement | None],
+                      *, end_open: bool = False) -> Arrangement | None:
+        """Apply `change` to the current arrangement atomically. When it puts a new arrangement
+        in place, the one it replaces goes to the history: superseded if it was a proposal
+        (or, with `end_open`, an accepted or active one: a new promise replaces a plan)."""
         key = self.keys.arrangement(debtor_id)
         for _ in range(MAX_ATTEMPTS):
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -255,19 +250,18 @@ class ArrangementBook:
                     raw = await pipe.hget(key, "current")
                     current = Arrangement.from_json(json.loads(raw)) if raw else None
                     history = json.loads(await pipe.hget(key, "history") or "[]")
-                    updated, extra = change(current)
+                    updated = change(current)
                     pipe.multi()
                     if updated is not None and current is not None and updated.id != current.id:
                         old = current
-                        if superseded_state and old.state in ("proposed",) + (
-                                ("accepted", "active") if replace_open else ()):
-                            old = end(old, superseded_state, date.fromisoformat(updated.created_on))
+                        if old.state == "proposed" or (end_open and old.is_open):
+                            old = end(old, "superseded", date.fromisoformat(updated.created_on))
                         pipe.hset(key, "history", json.dumps(history + [old.to_json()]))
                     if updated is not None:
                         pipe.hset(key, "current", json.dumps(updated.to_json()))
                         self._schedule(pipe, updated)
                     await pipe.execute()
-                    return updated, extra
+                    return updated
                 except WatchError:
                     continue
         raise RuntimeError(f"could not update the arrangement of {debtor_id}: too much contention")
@@ -289,6 +283,22 @@ class ArrangementBook:
                                  event_id=event_id)
         await self.conversations.add_event(debtor.id, name, {
             k: v for k, v in payload.items() if k in ("arrangement_id", "kind", "state", "number")})
+
+
+def confirmation_message(arr: Arrangement, payment_link: str) -> tuple[str, dict[str, Any]]:
+    """The template and variables of the written confirmation of an accepted arrangement,
+    with the whole schedule (the chat's "yes" and a plan chosen on the payment page)."""
+    currency = arr.currency
+    if arr.kind == "settlement":
+        return "settlement_confirmed", {
+            "amount": money(arr.total_minor, currency), "currency": currency,
+            "pay_by": arr.instalments[0].due.isoformat(), "payment_link": payment_link,
+            "balance": money(arr.balance_minor, currency)}
+    return "plan_confirmed", {
+        "schedule": [{"date": i.due.isoformat(), "amount": money(i.amount_minor, currency)}
+                     for i in arr.instalments],
+        "currency": currency, "frequency": arr.frequency or "monthly",
+        "total": money(arr.total_minor, currency), "payment_link": payment_link}
 
 
 def _amounts_as_money(data: dict[str, Any], currency: str) -> dict[str, Any]:

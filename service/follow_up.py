@@ -17,7 +17,7 @@ from typing import Any
 from bot.core.arrangement_lifecycle import Arrangement, FollowUp
 from bot.core.arrangement_policy import PolicyBook
 from bot.core.debtors import Debtor
-from service.arrangements import ArrangementBook, money
+from service.arrangements import ArrangementBook, confirmation_message, money
 from service.logs import get_logger
 from service.pay_links import PayLinks
 from service.processing import Processor
@@ -82,19 +82,7 @@ class FollowUps:
         arrangement = await self.book.current(debtor_id)
         if debtor is None or arrangement is None or arrangement.id != arrangement_id:
             return None
-        currency = arrangement.currency
-        link = self.pay_links.url(debtor.id)
-        if arrangement.kind == "settlement":
-            template, variables = "settlement_confirmed", {
-                "amount": money(arrangement.total_minor, currency), "currency": currency,
-                "pay_by": arrangement.instalments[0].due.isoformat(), "payment_link": link,
-                "balance": money(arrangement.balance_minor, currency)}
-        else:
-            template, variables = "plan_confirmed", {
-                "schedule": [{"date": i.due.isoformat(), "amount": money(i.amount_minor, currency)}
-                             for i in arrangement.instalments],
-                "currency": currency, "frequency": arrangement.frequency or "monthly",
-                "total": money(arrangement.total_minor, currency), "payment_link": link}
+        template, variables = confirmation_message(arrangement, self.pay_links.url(debtor.id))
         return await self._send(debtor, f"arr:{arrangement.id}:confirmed", template, variables,
                                 kind="confirmation")
 

@@ -105,6 +105,28 @@ class IdentityChecks:
         await self.redis.hdel(self.keys.verification(debtor_id), f"verified_until:{scope}",
                               f"step:{scope}")
 
+    async def move_scope(self, debtor_id: str, old: str, new: str, now: float) -> None:
+        """Carry a verification over to a new scope (the payment page renews its session id
+        after a success), and drop page scopes whose verification lapsed."""
+        key = self.keys.verification(debtor_id)
+        until = await self.redis.hget(key, f"verified_until:{old}")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if until is not None:
+                pipe.hset(key, f"verified_until:{new}", until)
+            pipe.hdel(key, f"verified_until:{old}", f"step:{old}")
+            await pipe.execute()
+        stale = []
+        for name, value in (await self._fields(debtor_id)).items():
+            if name.startswith("verified_until:page:"):
+                try:
+                    lapsed = float(value) <= now
+                except ValueError:
+                    lapsed = True
+                if lapsed:
+                    stale += [name, "step:" + name[len("verified_until:"):]]
+        if stale:
+            await self.redis.hdel(key, *stale)
+
     async def unlock(self, debtor_id: str) -> None:
         """An agent confirmed the person another way (console, #7)."""
         await self.redis.hdel(self.keys.verification(debtor_id), "locked_until", "attempts")

@@ -622,36 +622,10 @@ async def verify(request: web.Request) -> web.StreamResponse:
 
 async def _renew_session(request: web.Request, visit: Visit) -> str:
     """Move the verification from the old session's scope to a new session's."""
-    redis, keys = request.app[K.REDIS], request.app[K.KEYS]
-    key = keys.verification(visit.debtor.id)
-    old = visit.scope
     new = _new_session()
-    until = await redis.hget(key, f"verified_until:{old}")
-    async with redis.pipeline(transaction=True) as pipe:
-        if until is not None:
-            pipe.hset(key, f"verified_until:page:{new}", until)
-        pipe.hdel(key, f"verified_until:{old}", f"step:{old}")
-        await pipe.execute()
-    await _forget_lapsed_sessions(redis, key, visit.now)
+    identity: IdentityChecks = request.app[IDENTITY]
+    await identity.move_scope(visit.debtor.id, visit.scope, f"page:{new}", visit.now)
     return new
-
-
-async def _forget_lapsed_sessions(redis, key: str, now: float) -> None:
-    """Page sessions whose verification lapsed leave nothing behind in the debtor's hash."""
-    fields = await redis.hgetall(key)
-    stale = []
-    for raw_name, raw_value in fields.items():
-        name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
-        if name.startswith("verified_until:page:"):
-            value = raw_value.decode() if isinstance(raw_value, bytes) else raw_value
-            try:
-                lapsed = float(value) <= now
-            except ValueError:
-                lapsed = True
-            if lapsed:
-                stale += [name, "step:" + name[len("verified_until:"):]]
-    if stale:
-        await redis.hdel(key, *stale)
 
 
 # --- the verified view ------------------------------------------------------------------------

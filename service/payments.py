@@ -98,23 +98,20 @@ def add_routes(app) -> None:
     from service import appkeys as K
     from service.payment_intake import payment_webhook_handler
 
-    state: dict[str, PaymentRecorder] = {}
+    state: dict = {}
 
-    def recorder() -> PaymentRecorder:
-        # Made on first use: the Redis pool exists only once the app has started.
-        if "recorder" not in state:
+    def handler():
+        # Made on first use: the Redis pool exists only once the app has started. The secret
+        # is read on every call, so a rotated one applies without a restart.
+        if "handler" not in state:
             settings = app[K.SETTINGS]
-            state["recorder"] = PaymentRecorder(app[K.REDIS], app[K.KEYS], settings.queue_name)
-        return state["recorder"]
-
-    async def apply(payment: Payment) -> None:
-        await recorder().apply(payment)
+            recorder = PaymentRecorder(app[K.REDIS], app[K.KEYS], settings.queue_name)
+            state["handler"] = payment_webhook_handler(
+                lambda: settings.payment_webhook_secret, recorder.ledger, recorder.apply,
+                default_currency=settings.default_currency)
+        return state["handler"]
 
     async def handle(request):
-        settings = request.app[K.SETTINGS]
-        handler = payment_webhook_handler(lambda: settings.payment_webhook_secret,
-                                          recorder().ledger, apply,
-                                          default_currency=settings.default_currency)
-        return await handler(request)
+        return await handler()(request)
 
     app.router.add_post("/payments/webhook", handle)

@@ -26,7 +26,7 @@ from bot.actions.handoff import handoff_events
 from bot.actions.verification import locked_out, start_verification
 from bot.core import negotiation as ladder
 from bot.core.debtors import Debtor, minor_digits
-from service.arrangements import NoProposal, money
+from service.arrangements import NoProposal, confirmation_message, money
 
 
 def request_entities(tracker: Tracker) -> dict[str, Any]:
@@ -286,18 +286,8 @@ class ActionAffirm(Action):
         except NoProposal:
             say(dispatcher, "fallback")
             return [SlotSet("pending_offer", None)]
-        currency = debtor.currency
-        link = ctx.pay_links.url(debtor.id)
-        if arrangement.kind == "settlement":
-            say(dispatcher, "settlement_confirmed", amount=money(arrangement.total_minor, currency),
-                currency=currency, pay_by=arrangement.instalments[0].due.isoformat(),
-                payment_link=link, balance=money(arrangement.balance_minor, currency))
-        else:
-            schedule = [{"date": i.due.isoformat(), "amount": money(i.amount_minor, currency)}
-                        for i in arrangement.instalments]
-            say(dispatcher, "plan_confirmed", schedule=schedule, currency=currency,
-                frequency=arrangement.frequency or "monthly",
-                total=money(arrangement.total_minor, currency), payment_link=link)
+        template, variables = confirmation_message(arrangement, ctx.pay_links.url(debtor.id))
+        say(dispatcher, template, **variables)
         return [SlotSet("pending_offer", None)]
 
 
