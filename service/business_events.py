@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from service.keys import Keys
 from service.logs import get_logger
+from service.tone_outcomes import ToneOutcomes, outcome_of_business_event
 
 log = get_logger("business_events")
 
@@ -119,6 +120,13 @@ class BusinessEvents:
                 args=[payload])
             if not appended:
                 log.info("business_event.duplicate", event_id=event_id, type=type)
+                return event["id"]
+        # Promises, plans chosen, payments, link clicks: outcomes of the campaign message
+        # before them (counted once per message however often an event repeats).
+        outcome = outcome_of_business_event(type, data)
+        if outcome:
+            await ToneOutcomes(self.redis, self.keys).record(
+                debtor_id, outcome, at=(occurred_at or datetime.now(UTC)).timestamp())
         return event["id"]
 
     async def _creditor_of(self, debtor_id: str) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service.keys import Keys
+from service.tone_outcomes import ToneOutcomes
 
 # Lower number = more urgent. The agent queue sorts by priority, then by waiting time.
 PRIORITY = {
@@ -158,7 +159,16 @@ class ConversationStore:
     async def add_event(self, conversation_id: str, name: str, data: dict[str, Any]) -> str:
         # The entry's own fields come last: data cannot turn an event into something else.
         entry = {**data, "kind": "event", "name": name, "at": time.time()}
-        return await self._append(conversation_id, entry)
+        entry_id = await self._append(conversation_id, entry)
+        # Opt-outs and complaints are outcomes of the campaign message before them, whichever
+        # path recorded them (keyword, intent, unsubscribe page, carrier 21610, hand-off).
+        outcome = ("opted_out" if name == "opted_out"
+                   else "complained" if name == "handoff" and data.get("reason") == "complain"
+                   else None)
+        if outcome:
+            await ToneOutcomes(self.redis, self.keys).record(conversation_id, outcome,
+                                                             at=entry["at"])
+        return entry_id
 
     async def _append(self, conversation_id: str, entry: dict[str, Any]) -> str:
         payload = json.dumps(entry, default=str)

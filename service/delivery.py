@@ -42,6 +42,7 @@ from redis.asyncio import Redis
 from service.channel_config import ChannelConfig
 from service.keys import Keys
 from service.logs import get_logger
+from service.tone_outcomes import ToneOutcomes
 
 log = get_logger("delivery")
 
@@ -128,6 +129,7 @@ class DeliveryStore:
         self.redis = redis
         self.keys = keys
         self._advance = redis.register_script(_ADVANCE)
+        self.outcomes = ToneOutcomes(redis, keys)
 
     async def get(self, message_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self.keys.delivery(message_id))
@@ -149,6 +151,8 @@ class DeliveryStore:
                   self.keys.events_channel(conversation_id), self.keys.delivery_due],
             args=[message_id, state, json.dumps(RANK), time.time(), json.dumps(extra),
                   entry if conversation_id else ""])
+        if moved and conversation_id and state in ("delivered", "read"):
+            await self.outcomes.record(conversation_id, state, message_id=message_id)
         return bool(moved)
 
     async def due(self, before: float, limit: int = 500) -> list[str]:

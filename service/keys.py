@@ -213,3 +213,59 @@ class Keys:
         """Marker that a payment id was taken in (service/payment_intake.py): JSON with its
         state ("applying" with a short expiry, then "recorded" for good)."""
         return f"{self.prefix}:payment:{payment_id}"
+
+    # --- segments, tones, outcomes, campaigns (issue 6) --------------------------------
+    def touch(self, debtor_id: str) -> str:
+        """Hash: the last campaign message a debtor received (segment, step, tone, channel,
+        group, when, the success deadline) and their place in the workflow; outcomes are
+        credited to it (service/tone_outcomes.py). Expires after the workflow goes quiet."""
+        return f"{self.prefix}:touch:{debtor_id}"
+
+    @property
+    def touch_open(self) -> str:
+        """Sorted set: debtor ids whose last campaign message has not yet succeeded or
+        failed, by the end of its success window."""
+        return f"{self.prefix}:touch_open"
+
+    @property
+    def tone_stats(self) -> str:
+        """Hash, no personal data: ``<segment>|<tone>|s`` and ``|f`` (the bandit's Beta
+        posterior counts) and ``<segment>|<step>|proof_n`` and ``|proof_s`` (social proof)."""
+        return f"{self.prefix}:tone_stats"
+
+    @property
+    def outcome_counts(self) -> str:
+        """Hash, no personal data: ``<segment>|<step>|<tone>|<channel>|<group>|<outcome>`` ->
+        how many campaign messages had that outcome (each outcome once per message), plus
+        ``resolved`` and ``success``."""
+        return f"{self.prefix}:outcome_counts"
+
+    @property
+    def tone_log(self) -> str:
+        """Stream, no personal data: every tone assignment with its probability, and its
+        resolution (success or not) by assignment id, for unbiased analysis; allocation
+        snapshots per segment over time."""
+        return f"{self.prefix}:tone_log"
+
+    @property
+    def tone_pins(self) -> str:
+        """Hash: segment -> the tone a manager pinned (the bandit is bypassed)."""
+        return f"{self.prefix}:tone_pins"
+
+    def campaign(self, campaign_id: str) -> str:
+        """Hash: one campaign: segment, step, state, progress counters, planning cursor."""
+        return f"{self.prefix}:campaign:{campaign_id}"
+
+    @property
+    def campaigns(self) -> str:
+        """Sorted set: campaign ids by creation time."""
+        return f"{self.prefix}:campaigns"
+
+    def campaign_queue(self, campaign_id: str) -> str:
+        """Sorted set: debtor ids planned in a campaign, by when their message may go (the
+        contact window's opening, spaced by the campaign's pace)."""
+        return f"{self.prefix}:campaign_queue:{campaign_id}"
+
+    def campaign_pace(self, campaign_id: str) -> str:
+        """Hash: channel -> the next free send slot of the campaign on that channel."""
+        return f"{self.prefix}:campaign_pace:{campaign_id}"

@@ -23,6 +23,7 @@ import phonenumbers
 from redis.asyncio import Redis
 
 from bot.core.debtors import Debtor
+from bot.core.segments import SegmentBook, load_segment_book
 from channels.base import InboundMessage
 from service.channel_config import ChannelConfig
 from service.channel_rules import ChannelRules
@@ -32,6 +33,8 @@ from service.debtor_store import RedisDebtorStore
 from service.engine import EngineClient
 from service.inbound import InboundStore
 from service.keys import Keys
+from service.tone_chooser import ToneChooser
+from service.tone_outcomes import ToneOutcomes
 from service.logs import get_logger
 from service.metrics import PROCESSING_LATENCY
 from service.sending import PlannedMessage, Sender
@@ -57,6 +60,9 @@ def guess_language(address: str) -> str:
 
 #: What each template the dialogue names is, for the contact rules (contact_policy.KINDS).
 #: Anything not listed is an ordinary reply.
+#: Replies whose wording carries the tone (message_templates/<lang>/<key>.<tone>.j2).
+PERSUASIVE_TEMPLATES = frozenset({"offer_full", "offer_plan", "payment_link"})
+
 TEMPLATE_KINDS = {
     "vulnerability_support": "support",
     "optout_confirmation": "opt_out_confirmation",
@@ -78,6 +84,7 @@ class Processor:
     renderer: TemplateRenderer
     contact_config: ContactConfig | None = None
     channel_config: ChannelConfig | None = None
+    segment_book: SegmentBook | None = None
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.key_prefix)
@@ -89,9 +96,15 @@ class Processor:
         self.channel_config = self.channel_config or ChannelConfig.load(self.settings.policies_dir)
         self.channel_rules = ChannelRules(self.redis, self.keys, self.channel_config,
                                           self.settings.pseudonym_key)
+        # Segments and tones (policies/segments.yml): outcomes of campaign messages are
+        # recorded as they happen; persuasive replies keep the tone the debtor was reached in.
+        self.segments = self.segment_book or load_segment_book(self.settings.policies_dir
+                                                               / "segments.yml")
+        self.outcomes = ToneOutcomes(self.redis, self.keys, self.segments)
+        self.tones = ToneChooser(self.redis, self.keys, self.segments)
         self.sender = Sender(self.redis, self.keys, self.rules, self.renderer, self.common_vars,
                              on_sent=self._tell_engine, channel_rules=self.channel_rules,
-                             queue_name=self.settings.queue_name)
+                             queue_name=self.settings.queue_name, outcomes=self.outcomes)
 
     def local_today(self, debtor: Debtor, now: float) -> date:
         """The debtor's date, in the zone the contact rules count their days in (the first of
@@ -139,6 +152,7 @@ class Processor:
         conversation_id, language = debtor.id, debtor.language
         await self.conversations.touch(conversation_id, channel=message.channel, language=language,
                                        inbound_at=message.received_at)
+        await self.outcomes.record(debtor.id, "replied", at=message.received_at)
         if message.channel == "email":
             await self.conversations.remember_email_thread(
                 conversation_id, message.message_id, message.references, message.subject)
@@ -289,9 +303,20 @@ class Processor:
                 log.error("engine_response_without_template", conversation=debtor.id)
                 continue
             template = custom["template"]
+            tone = await self.reply_tone(debtor.id) if template in PERSUASIVE_TEMPLATES else "soft"
             await self.sender.send(PlannedMessage(
                 f"{base_id}:{index}", debtor.id, channel, address, template,
-                TEMPLATE_KINDS.get(template, "reply"), custom.get("vars") or {}), debtor=debtor)
+                TEMPLATE_KINDS.get(template, "reply"), custom.get("vars") or {}, tone=tone),
+                debtor=debtor)
+
+    async def reply_tone(self, debtor_id: str) -> str:
+        """A persuasive reply speaks in the tone of the campaign message the debtor answers
+        (so the tone measured is the tone of the whole exchange); soft without one, and always
+        soft for a debtor in hardship or vulnerable."""
+        touch = await self.outcomes.touch_of(debtor_id)
+        if not touch.get("tone") or await self.tones.is_protected(debtor_id):
+            return "soft"
+        return touch["tone"]
 
     def common_vars(self, debtor: Debtor | None, channel: str, language: str,
                     template: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from service.keys import Keys
 from service.logs import get_logger
 from service.outbox import OutboxTransport
 from service.templates import TemplateError, TemplateRenderer
+from service.tone_outcomes import CampaignTag, ToneOutcomes
 
 log = get_logger("sending")
 
@@ -69,6 +70,9 @@ class PlannedMessage:
     conversation_id: str | None = None  # default: the debtor id
     tell_engine: bool = False    # a business-initiated message the dialogue must know about
     tried_channels: tuple[str, ...] = ()  # channels this message failed on before (fallback)
+    # A campaign step (service/campaigns.py): segment, step, tone group and probability; once
+    # sent, outcomes are credited to it (service/tone_outcomes.py).
+    campaign: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -83,12 +87,13 @@ class PlannedMessage:
 class Sender:
     def __init__(self, redis: Redis, keys: Keys, rules: ContactRules, renderer: TemplateRenderer,
                  common_vars, on_sent=None, *, channel_rules: ChannelRules | None = None,
-                 queue_name: str = ""):
+                 queue_name: str = "", outcomes: ToneOutcomes | None = None):
         """`common_vars(debtor, channel, language, template)` gives the variables every
         template receives (company, first name, unsubscribe link, disclosures...).
         `on_sent(plan)` (async) runs after a message with `tell_engine` went out.
         `channel_rules`: WhatsApp's window and templates, invalid numbers, fallback."""
         self.on_sent = on_sent
+        self.outcomes = outcomes   # records campaign messages as they go out
         self.channel_rules = channel_rules
         self.redis = redis
         self.keys = keys
@@ -110,6 +115,7 @@ class Sender:
                                                          f"no debtor {plan.debtor_id}"))
         if await self.redis.exists(self.keys.outbound(plan.message_id)):
             # A retry after a crash: the message went out; finish what follows a send.
+            await self._record_campaign(plan, now)
             if plan.tell_engine and self.on_sent is not None:
                 await self.on_sent(plan)
             await self._forget_deferred(plan.message_id)
@@ -164,10 +170,19 @@ class Sender:
             plan.template, language, subject, tone=plan.tone, extra=extra))
         if sent and plan.debtor_id and decision.counts_against_caps:
             await self.rules.record_sent(plan.debtor_id, plan.channel, plan.message_id, now)
+        await self._record_campaign(plan, now)
         if plan.tell_engine and self.on_sent is not None:
             await self.on_sent(plan)  # idempotent on its side: retried until it succeeds
         await self._forget_deferred(plan.message_id)
         return decision
+
+    async def _record_campaign(self, plan: PlannedMessage, now: datetime) -> None:
+        """A campaign message that went out becomes the debtor's touch (idempotent: a retry or
+        the same message moved to another channel is the same assignment)."""
+        if plan.campaign and plan.debtor_id and self.outcomes is not None:
+            await self.outcomes.record_sent(plan.debtor_id, plan.message_id.split("~", 1)[0],
+                                            CampaignTag.from_dict(plan.campaign), tone=plan.tone,
+                                            channel=plan.channel, at=now.timestamp())
 
     async def _channel_refusal(self, plan: PlannedMessage, debtor: Debtor | None,
                                conversation_id: str, language: str,

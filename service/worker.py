@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 from bot.core.arrangement_policy import load_policy_book
 from service.arrangements import ArrangementBook
 from service.creditor_config import load_creditor_config
+from service.campaigns import Campaigns
 from service.creditor_webhooks import CreditorWebhooks
 from service.delivery import Deliverer
 from service.follow_up import FollowUps
@@ -81,13 +82,22 @@ async def startup(ctx: dict[str, Any]) -> None:
                              batch=settings.creditor_webhook_batch)
     ctx["creditor_webhooks"], ctx["stop_webhooks"] = hooks, asyncio.Event()
     ctx["webhooks_task"] = asyncio.create_task(hooks.run_forever(ctx["stop_webhooks"]))
+    # Campaigns (#6): planned and sent by a loop beside the jobs; two workers share the work
+    # (a lease per queued debtor, a lock per planning batch).
+    ctx["campaigns"] = Campaigns(ctx["redis"], processor.keys, processor.segments,
+                                 rules=processor.rules, sender=processor.sender,
+                                 chooser=processor.tones, queue_name=settings.queue_name)
+    ctx["campaigns_task"] = asyncio.create_task(
+        ctx["campaigns"].run_forever(ctx["stop_webhooks"]))
     await sweep(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     if "webhooks_task" in ctx:
         ctx["stop_webhooks"].set()
-        await asyncio.wait([ctx["webhooks_task"]], timeout=15)
+        await asyncio.wait([ctx["webhooks_task"], *([ctx["campaigns_task"]]
+                                                     if "campaigns_task" in ctx else [])],
+                           timeout=15)
         await ctx["creditor_webhooks"].close()
     await ctx["engine"].close()
     for provider in {id(p): p for p in ctx.get("providers", {}).values()}.values():
@@ -173,6 +183,19 @@ async def arrangement_confirmation(ctx: dict[str, Any], debtor_id: str,
     return await ctx["follow_ups"].confirmation(debtor_id, arrangement_id)
 
 
+async def campaign_step(ctx: dict[str, Any], segment: str, step: int, origin: str,
+                        run: int) -> str:
+    """A workflow's next step, scheduled by the campaign before it (a deferred job: durable
+    in Redis, run once by one worker). Starting it twice makes one campaign."""
+    return await ctx["campaigns"].start(segment, step, by="scheduler", run=run, parent=origin)
+
+
+async def resolve_tones(ctx: dict[str, Any]) -> int:
+    """Campaign messages whose success window closed without a success: failures for the
+    bandit and the social-proof figures."""
+    return await ctx["processor"].outcomes.resolve_expired(time.time())
+
+
 async def retention(ctx: dict[str, Any]) -> dict[str, int]:
     """Daily: delete what has outlived its period in policies/retention.yml (counts only logged)."""
     policy = ctx.get("retention_policy") or load_retention_policy(SETTINGS)
@@ -183,9 +206,10 @@ async def retention(ctx: dict[str, Any]) -> dict[str, int]:
 
 class WorkerSettings:
     functions = [process_conversation, send_reminder, deliver_message, handle_delivery_failure,
-                 payment_receipt, arrangement_confirmation]
+                 payment_receipt, arrangement_confirmation, campaign_step]
     cron_jobs = [cron(sweep, second={0, 30}, run_at_startup=False, unique=True),
                  cron(follow_up_sweep, second={15}, run_at_startup=True, unique=True),
+                 cron(resolve_tones, second={45}, run_at_startup=False, unique=True),
                  cron(retention, hour={3}, minute={30}, second={0}, run_at_startup=False,
                       unique=True, timeout=3600)]
     on_startup = startup
