@@ -365,11 +365,20 @@ class Campaigns:
         tag = CampaignTag(campaign_id, segment.name, step, decision.group, decision.probability,
                           workflow_start=step == 1)
         await self.sender.conversations.touch(debtor.id, channel=channel, language=debtor.language)
+        message_id = message_id_for(campaign_id, debtor_id)
         verdict = await self.sender.send(PlannedMessage(
-            message_id_for(campaign_id, debtor_id), debtor_id, channel, address, template,
+            message_id, debtor_id, channel, address, template,
             "campaign", variables, tone=decision.tone, tell_engine=True,
             campaign=tag.to_dict()), debtor=debtor, now=datetime.fromtimestamp(now, timezone.utc))
         if verdict.verdict == "refuse":
+            # Refused on this channel (a closed WhatsApp window, a number flagged invalid) but
+            # perhaps moved on to the next one by the send path's fallback.
+            for other in ("sms", "whatsapp", "email"):
+                moved = f"{message_id}~{other}"
+                if await self.redis.exists(self.keys.outbound(moved)):
+                    return "sent"
+                if await self.redis.exists(self.keys.deferred_message(moved)):
+                    return "deferred"
             return f"refused:{verdict.reason}"
         return "deferred" if verdict.verdict == "defer" else "sent"
 

@@ -36,6 +36,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from service.cli_arrangements import arrangements_app, events_app, payments_app
+from service.cli_campaigns import campaign_app, segments_app, tone_app
 from service.settings import PROJECT_ROOT, Settings, SettingsError, ensure_local_secrets
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nudge: conversational collections.")
@@ -47,6 +48,9 @@ app.add_typer(privacy_app, name="privacy")
 app.add_typer(payments_app, name="payments")
 app.add_typer(events_app, name="events")
 app.add_typer(arrangements_app, name="arrangements")
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(segments_app, name="segments")
+app.add_typer(tone_app, name="tone")
 console = Console()
 err = Console(stderr=True)
 

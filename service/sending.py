@@ -196,16 +196,20 @@ class Sender:
             return Decision("refuse", "invalid_address", REASONS["invalid_address"])
         if plan.channel != "whatsapp":
             return None
+        # An approved template per tone where there is one (a campaign step's tone must reach
+        # the debtor outside the window too), else the key's own.
+        wa_key = f"{plan.template}.{plan.tone}"
+        if wa_key not in rules.config.content_templates:
+            wa_key = plan.template
         wa = await rules.whatsapp_plan(conversation_id=conversation_id, debtor=debtor,
-                                       kind=plan.kind, template=plan.template,
+                                       kind=plan.kind, template=wa_key,
                                        language=language, now=now.timestamp())
         if wa.mode == "refuse":
             return Decision("refuse", wa.reason, REASONS[wa.reason])
         if wa.mode == "template":
             extra["content_sid"] = wa.content_sid
             try:
-                extra["content_variables"] = rules.content_variables(plan.template, language,
-                                                                     variables)
+                extra["content_variables"] = rules.content_variables(wa_key, language, variables)
             except Exception as error:  # noqa: BLE001 - any expression error: refuse, named
                 return Decision("refuse", "whatsapp_template_variables",
                                 f"the WhatsApp template's variables did not render: {error}")

@@ -44,10 +44,10 @@ log = get_logger("tone_outcomes")
 TOUCH_TTL_SECONDS = 90 * 86400
 
 # Shared by the scripts below: resolve the touch in KEYS[1] as success (1) or failure (0).
-# KEYS: touch, touch_open, tone_stats, outcome_counts, tone_log. Needs local `f` (the touch's
-# fields in _FIELDS order) and `debtor` (ARGV[1]).
+# KEYS: touch, touch_open, tone_stats, outcome_counts, tone_log. `f`: the touch's fields in
+# _FIELDS order; `debtor`: its id (the member of touch_open).
 _RESOLVE = """
-local function resolve(success, at)
+local function resolve(f, debtor, success, at)
   redis.call('HSET', KEYS[1], 'resolved', success == 1 and 'success' or 'failure')
   redis.call('ZREM', KEYS[2], debtor)
   local seg, step, tone = f[2], f[3], f[4]
@@ -83,7 +83,7 @@ redis.call('HINCRBY', KEYS[4], f[2] .. '|' .. f[3] .. '|' .. f[4] .. '|' .. f[5]
 if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'engaged', '1') end
 if f[9] == 'open' and at <= tonumber(f[8])
    and string.find(',' .. f[10] .. ',', ',' .. ARGV[2] .. ',', 1, true) then
-  resolve(1, at)
+  resolve(f, debtor, 1, at)
 end
 return 1
 """
@@ -94,7 +94,7 @@ local debtor = ARGV[1]
 """ + _READ + """
 if f[9] ~= 'open' then redis.call('ZREM', KEYS[2], debtor) return 0 end
 if tonumber(f[8]) > tonumber(ARGV[2]) then return 0 end
-resolve(0, tonumber(ARGV[2]))
+resolve(f, debtor, 0, tonumber(ARGV[2]))
 return 1
 """
 
@@ -106,7 +106,7 @@ local debtor = ARGV[1]
 """ + _READ + """
 local new = cjson.decode(ARGV[4])
 if f[13] == new['aid'] then return 0 end
-if f[9] == 'open' then resolve(0, tonumber(ARGV[2])) end
+if f[9] == 'open' then resolve(f, debtor, 0, tonumber(ARGV[2])) end
 local keep = redis.call('HMGET', KEYS[1], 'wf_segment', 'wf_started', 'engaged')
 redis.call('DEL', KEYS[1])
 if new['wf_started'] == nil and keep[2] then new['wf_started'] = keep[2] end
