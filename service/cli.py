@@ -13,6 +13,7 @@
   nudge payments import FILE    record payments from a CSV (service/cli_arrangements.py)
   nudge events export|status    business events: export as CSV/JSONL, delivery to creditors
   nudge arrangements show DEBTOR   an arrangement, its schedule and the negotiation
+  nudge report [--out DIR]      tones per segment: tables, report.json, charts (service/cli_report.py)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from rich.table import Table
 
 from service.cli_arrangements import arrangements_app, events_app, payments_app
 from service.cli_campaigns import campaign_app, segments_app, tone_app
+from service.cli_report import report_command
 from service.settings import PROJECT_ROOT, Settings, SettingsError, ensure_local_secrets
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nudge: conversational collections.")
@@ -51,6 +53,7 @@ app.add_typer(arrangements_app, name="arrangements")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(segments_app, name="segments")
 app.add_typer(tone_app, name="tone")
+app.command("report")(report_command)
 console = Console()
 err = Console(stderr=True)
 

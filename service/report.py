@@ -505,7 +505,7 @@ async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int
         entries = await redis.xrange(keys.tone_log, min=start, max="+", count=chunk)
         if not entries:
             break
-        for entry_id, raw in entries:
+        for _entry_id, raw in entries:
             scan.entries += 1
             fields = {_s(k): _s(v) for k, v in raw.items()}
             kind = fields.get("kind")
@@ -520,7 +520,8 @@ async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int
             elif kind == "resolve":
                 found = open_.pop(fields.get("aid", ""), None)
                 if found is None:
-                    if segment is None:
+                    if segment is None:     # with a filter: another segment's, most likely
+                        scan.resolutions += 1
                         scan.orphan_resolutions += 1
                     continue
                 scan.resolutions += 1
@@ -633,7 +634,7 @@ def _conversion_chart(report: Report, colours: Mapping[str, str]):
     tones = list(colours)
     width = 0.8 / max(len(tones), 1)
     for i, tone in enumerate(tones):
-        xs, ys, below, above, labels = [], [], [], [], []
+        xs, ys, below, above, sizes = [], [], [], [], []
         for j, seg in enumerate(segments):
             row = seg.total(tone)
             conversion = row.conversion if row else None
@@ -644,13 +645,14 @@ def _conversion_chart(report: Report, colours: Mapping[str, str]):
             ys.append(conversion.rate)
             below.append(conversion.rate - low)
             above.append(high - conversion.rate)
-            labels.append(f"n={conversion.of}")
+            sizes.append(conversion.of)
         if not xs:
             continue
-        bars = ax.bar(xs, ys, width * 0.92, yerr=[below, above], capsize=4, color=colours[tone],
-                      label=tone, error_kw={"elinewidth": 1.2, "ecolor": "#333333"})
-        ax.bar_label(bars, labels=labels, padding=2, fontsize=8, label_type="center",
-                     color="white")
+        ax.bar(xs, ys, width * 0.92, yerr=[below, above], capsize=4, color=colours[tone],
+               label=tone, error_kw={"elinewidth": 1.2, "ecolor": "#333333"})
+        for x, y, n in zip(xs, ys, sizes, strict=True):
+            ax.text(x, 0.01, f"n={n}", rotation=90, ha="center", va="bottom", fontsize=8,
+                    color="white" if y > 0.12 else "#333333")
     for j, seg in enumerate(segments):
         if seg.lift is not None:
             holdout = seg.lift.holdout.rate
@@ -687,7 +689,7 @@ def _allocation_chart(report: Report, colours: Mapping[str, str]):
     axes = figure.subplots(rows, 1, squeeze=False)[:, 0]
     figure.suptitle("Bandit allocation over time (logged snapshots; share of bandit-group "
                     "messages per tone)", fontsize=12)
-    for ax, seg in zip(axes, segments):
+    for ax, seg in zip(axes, segments, strict=False):   # no segment: one empty axes
         alloc = seg.allocation
         history = alloc.history if alloc else []
         ax.set_title(seg.name, loc="left", fontsize=11)
@@ -726,7 +728,7 @@ def _funnel_chart(report: Report, colours: Mapping[str, str]):
     figure.suptitle("Funnel per segment and tone: share of messages sent reaching each stage",
                     fontsize=12)
     stages = [label for label, _ in FUNNEL]
-    for ax, seg in zip(axes, segments):
+    for ax, seg in zip(axes, segments, strict=False):   # no segment: one empty axes
         tones = [row for row in seg.totals if row.counts["sent"]]
         width = 0.8 / max(len(tones), 1)
         for i, row in enumerate(tones):

@@ -159,9 +159,9 @@ def candidate_zones(country: str | None, phone_e164: str | None, *,
     possible. Without a known country the phone's zones are used; with nothing, ``default``.
     """
     country_zones = _zones_by_country().get((country or "").strip().upper(), ())
-    phone_zones = _phone_zones(phone_e164)
     if len(country_zones) == 1:
-        return country_zones
+        return country_zones          # the phone cannot narrow it (and parsing it costs)
+    phone_zones = _phone_zones(phone_e164)
     if country_zones:
         if phone_zones and set(phone_zones) <= set(country_zones):
             return phone_zones
