@@ -25,7 +25,7 @@ from twilio.request_validator import RequestValidator
 from channels import simulator
 from channels.email_inbound import parse_mime
 from service import appkeys as K
-from service import pay_page, payments, unsubscribe, webhooks
+from service import campaign_api, pay_page, payments, unsubscribe, webhooks
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
 from service.inbound import InboundStore
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     unsubscribe.add_routes(app)
     pay_page.add_routes(app)
     payments.add_routes(app)
+    campaign_api.add_routes(app)
     if settings.simulator_enabled:
         add_simulator_routes(app)
     return app

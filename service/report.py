@@ -633,6 +633,7 @@ def _conversion_chart(report: Report, colours: Mapping[str, str]):
     segments = report.segments
     tones = list(colours)
     width = 0.8 / max(len(tones), 1)
+    top = 0.0
     for i, tone in enumerate(tones):
         xs, ys, below, above, sizes = [], [], [], [], []
         for j, seg in enumerate(segments):
@@ -646,21 +647,23 @@ def _conversion_chart(report: Report, colours: Mapping[str, str]):
             below.append(conversion.rate - low)
             above.append(high - conversion.rate)
             sizes.append(conversion.of)
+            top = max(top, high)
         if not xs:
             continue
         ax.bar(xs, ys, width * 0.92, yerr=[below, above], capsize=4, color=colours[tone],
                label=tone, error_kw={"elinewidth": 1.2, "ecolor": "#333333"})
-        for x, y, n in zip(xs, ys, sizes, strict=True):
-            ax.text(x, 0.01, f"n={n}", rotation=90, ha="center", va="bottom", fontsize=8,
-                    color="white" if y > 0.12 else "#333333")
+        for x, y, n, up in zip(xs, ys, sizes, above, strict=True):   # n above the whisker
+            ax.text(x, y + up + 0.008, f"n={n}", ha="center", va="bottom", fontsize=8,
+                    color="#333333")
     for j, seg in enumerate(segments):
         if seg.lift is not None:
-            holdout = seg.lift.holdout.rate
-            ax.hlines(holdout, j - 0.45, j + 0.45, colors="black", linestyles="dashed",
-                      linewidth=1.2, label="holdout" if j == _first_lift(segments) else None)
+            ax.hlines(seg.lift.holdout.rate, j - 0.45, j + 0.45, colors="black",
+                      linestyles="dashed", linewidth=1.2,
+                      label=(f"holdout ({report.holdout_tone}, conversion)"
+                             if j == _first_lift(segments) else None))
     ax.set_xticks(range(len(segments)), [s.name for s in segments])
     ax.set_xlim(-0.6, max(len(segments) - 0.4, 0.6))
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, min(1.0, top + 0.12) if top else 1.0)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("segment")
     ax.set_ylabel(f"conversion (success within {report.success_days} days)")

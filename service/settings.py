@@ -107,6 +107,8 @@ class Settings:
     creditor_events_url: str = ""
     # Signs the payment-page links (service/pay_links.py) and the page's session cookie.
     pay_link_secret: str = field(default="", repr=False)
+    # The internal campaign API (service/campaign_api.py): Bearer token; empty: the API is off.
+    api_token: str = field(default="", repr=False)
     # The payment page's cookie is sent over https only; off only for the local http sandbox.
     secure_cookies: bool = True
     creditor_webhook_timeout_seconds: float = 10.0      # one POST to a creditor, all in
@@ -172,6 +174,7 @@ class Settings:
             smtp_listen_host=env.get("NUDGE_SMTP_LISTEN_HOST", "127.0.0.1"),
             payment_webhook_secret=env.get("NUDGE_PAYMENT_WEBHOOK_SECRET", ""),
             pay_link_secret=env.get("NUDGE_PAY_LINK_SECRET", ""),
+            api_token=env.get("NUDGE_API_TOKEN", ""),
             creditor_events_url=env.get("NUDGE_CREDITOR_EVENTS_URL", ""),
             secure_cookies=env.get("NUDGE_SECURE_COOKIES", "true").lower() not in ("0", "false", "no"),
             creditor_webhook_timeout_seconds=_float(
@@ -226,7 +229,7 @@ def ensure_local_secrets(state_dir: Path) -> dict[str, str]:
     # and payments posted to us; real deployments set their own in the environment.
     for name in ("NUDGE_ENGINE_TOKEN", "NUDGE_ACTIONS_TOKEN", "NUDGE_PSEUDONYM_KEY",
                  "NUDGE_CREDITOR_WEBHOOK_SECRET", "NUDGE_PAYMENT_WEBHOOK_SECRET",
-                 "NUDGE_PAY_LINK_SECRET"):
+                 "NUDGE_PAY_LINK_SECRET", "NUDGE_API_TOKEN"):
         if not secrets_now.get(name):
             secrets_now[name] = new_token()
             changed = True
