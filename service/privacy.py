@@ -198,6 +198,9 @@ class Footprint:
     queued_jobs: list[str] = field(default_factory=list)
     in_agent_queue: list[str] = field(default_factory=list)
     legacy_suppressions: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # campaigns (#6): queues naming the debtor, and the open success window of their touch
+    campaign_queues: list[str] = field(default_factory=list)
+    touch_open: bool = False
 
     def add(self, kind: str, *keys: str) -> None:
         bucket = self.keys.setdefault(kind, [])
@@ -210,7 +213,7 @@ class Footprint:
                     or self.deferred or self.jobs or self.queued_jobs or self.in_agent_queue
                     or self.unknown_conversations or self.legacy_suppressions
                     or self.business_event_entries or self.follow_up_scheduled
-                    or self.reference_indexed)
+                    or self.reference_indexed or self.campaign_queues or self.touch_open)
 
 
 def watched_keys(keys: Keys, settings: Settings, debtor_id: str,
@@ -219,7 +222,8 @@ def watched_keys(keys: Keys, settings: Settings, debtor_id: str,
     watched = [keys.debtor(debtor_id), keys.conversation(debtor_id), keys.transcript(debtor_id),
                keys.pending(debtor_id), keys.arrangement(debtor_id), keys.promise(debtor_id),
                keys.stop_states(debtor_id), keys.preferences(debtor_id),
-               keys.verification(debtor_id), _tracker_key(settings, debtor_id)]
+               keys.verification(debtor_id), keys.touch(debtor_id),
+               _tracker_key(settings, debtor_id)]
     if debtor is not None:
         watched += [keys.debtor_by_address(kind, address)
                     for kind, address in debtor.addresses().items()]
@@ -261,6 +265,7 @@ async def _find(redis: Redis, settings: Settings, debtor_id: str) -> Footprint:
                       ("stop_states", keys.stop_states(debtor_id)),
                       ("preferences", keys.preferences(debtor_id)),
                       ("verification", keys.verification(debtor_id)),
+                      ("campaign_touch", keys.touch(debtor_id)),
                       ("whatsapp_opt_in", keys.whatsapp_opt_in(debtor_id))):
         if await redis.exists(key):
             fp.add(kind, key)
@@ -317,6 +322,10 @@ async def _find(redis: Redis, settings: Settings, debtor_id: str) -> Footprint:
         if isinstance(entry, dict) and entry.get("debtor_id") == debtor_id:
             fp.business_event_entries.append((entry_id, entry))
     fp.follow_up_scheduled = await redis.zscore(keys.arrangement_due, debtor_id) is not None
+    fp.touch_open = await redis.zscore(keys.touch_open, debtor_id) is not None
+    for queue in await _scan(redis, keys.campaign_queue("*")):
+        if await redis.zscore(queue, debtor_id) is not None:
+            fp.campaign_queues.append(queue)
     if debtor is not None and _s(await redis.hget(keys.debtor_references,
                                                    debtor.reference.upper())) == debtor_id:
         fp.reference_indexed = debtor.reference.upper()
@@ -471,6 +480,8 @@ async def export_debtor(redis: Redis, settings: Settings, debtor_id: str, *,
         "sent_markers": sent_markers,
         "events": [{"id": i, **e} for i, e in fp.event_entries],
         "arrangements": await hash_of(keys.arrangement(debtor_id)),
+        "campaign_touch": await hash_of(keys.touch(debtor_id)),
+        "campaigns": [queue.rsplit(":", 1)[-1] for queue in fp.campaign_queues],
         "business_events": [{"id": i, **e} for i, e in fp.business_event_entries],
         "promise": _json(await redis.get(keys.promise(debtor_id)))
         if await redis.exists(keys.promise(debtor_id)) else None,
@@ -578,6 +589,12 @@ def _queue_erasure(pipe: Any, keys: Keys, settings: Settings, fp: Footprint,
     if fp.follow_up_scheduled:
         pipe.zrem(keys.arrangement_due, debtor_id)
         ops.append("follow_up_schedule")
+    if fp.touch_open:
+        pipe.zrem(keys.touch_open, debtor_id)
+        ops.append("campaign_success_window")
+    for queue in fp.campaign_queues:
+        pipe.zrem(queue, debtor_id)
+        ops.append("campaign_queues")
     if fp.reference_indexed:
         pipe.hdel(keys.debtor_references, fp.reference_indexed)
         ops.append("reference_index")

@@ -145,8 +145,10 @@ class IpwEstimate:
     Unbiased (HT) or consistent (Hajek) where the naive success/resolved is not: the bandit
     gives a tone more messages when and where it looked good, so the tone's naive rate mixes
     periods unevenly. Only the bandit group counts (holdout, pins and guardrails are not a
-    random draw with the logged p); a tone a guardrail suspended for a while had p = 0 then,
-    and the estimate covers the rest of the time. ``low``/``high``: a normal interval from the
+    random draw with the logged p), and only messages whose success window has closed (a
+    success resolves a message at once, a failure only at the window's end: the recent ones
+    would read high); a tone a guardrail suspended for a while had p = 0 then, and the
+    estimate covers the rest of the time. ``low``/``high``: a normal interval from the
     delta-method variance sum(w^2 (r - estimate)^2) / sum(w)^2, clipped to [0, 1].
     ``effective_n`` = sum(w)^2 / sum(w^2): how many unweighted messages the estimate is worth.
     """
@@ -324,6 +326,7 @@ class LogScan:
     joined: int = 0                 # resolutions whose assignment was found
     used: int = 0                   # of those, bandit-group ones with a usable p
     bad_propensity: int = 0         # bandit assignments logged without a p in (0, 1]
+    unmatured: int = 0              # bandit, resolved, but the success window still open
     orphan_resolutions: int = 0     # no assignment before it (trimmed by MAXLEN, or erased)
     open_assignments: int = 0       # assigned, not yet resolved, at the end
     max_open: int = 0               # the most held in memory at once
@@ -388,7 +391,8 @@ async def gather_report(redis: Redis, keys: Keys, book: SegmentBook, *, now: flo
     async for name, value in redis.hscan_iter(keys.tone_stats, count=1000):
         stats[_s(name)] = int(value)
     pins = {_s(k): _s(v) for k, v in (await redis.hgetall(keys.tone_pins)).items()}
-    scan, history, ipw = await _scan_log(redis, keys, segment, chunk)
+    scan, history, ipw = await _scan_log(redis, keys, segment, chunk,
+                                         matured_before=now - book.success_days * 86400)
 
     names = [n for n in book.names if segment in (None, n)]
     seen = {key[0] for key in counts} | set(history) | set(ipw)
@@ -491,15 +495,20 @@ class _History:
         return list(self.kept)
 
 
-async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int
+async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int, *,
+                    matured_before: float
                     ) -> tuple[LogScan, dict[str, _History], dict[str, dict[str, IpwEstimate]]]:
     """One pass over the tone log, `chunk` entries at a time. Holds the open assignments
-    (aid -> segment, tone, group, p) until their resolution, and nothing else per message."""
+    (aid -> segment, tone, group, p, when) until their resolution, nothing else per message.
+
+    Only assignments sent before `matured_before` (their success window has closed) count for
+    the estimate: within the window a success is resolved at once and a failure only when the
+    window closes, so the recent ones would count their successes without their failures."""
     scan = LogScan()
     history: dict[str, _History] = {}
     ipw: dict[str, dict[str, IpwEstimate]] = {}
     used: dict[str, int] = {}
-    open_: dict[str, tuple[str, str, str, float | None]] = {}
+    open_: dict[str, tuple[str, str, str, float | None, float | None]] = {}
     start = "-"
     while True:
         entries = await redis.xrange(keys.tone_log, min=start, max="+", count=chunk)
@@ -515,7 +524,8 @@ async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int
                     continue
                 scan.assignments += 1
                 open_[fields.get("aid", "")] = (seg, fields.get("tone", ""),
-                                                fields.get("group", ""), _float(fields.get("p")))
+                                                fields.get("group", ""), _float(fields.get("p")),
+                                                _float(fields.get("at")))
                 scan.max_open = max(scan.max_open, len(open_))
             elif kind == "resolve":
                 found = open_.pop(fields.get("aid", ""), None)
@@ -526,11 +536,14 @@ async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int
                     continue
                 scan.resolutions += 1
                 scan.joined += 1
-                seg, tone, group, p = found
+                seg, tone, group, p, sent_at = found
                 if group != "bandit":
                     continue
                 if p is None or not 0 < p <= 1:
                     scan.bad_propensity += 1
+                    continue
+                if sent_at is None or sent_at > matured_before:
+                    scan.unmatured += 1
                     continue
                 scan.used += 1
                 used[seg] = used.get(seg, 0) + 1
@@ -689,7 +702,11 @@ def _allocation_chart(report: Report, colours: Mapping[str, str]):
     segments = report.segments or []
     rows = max(len(segments), 1)
     figure = _figure(1.2 + 2.4 * rows)
-    axes = figure.subplots(rows, 1, squeeze=False)[:, 0]
+    axes = figure.subplots(rows, 1, squeeze=False, sharex=True)[:, 0]
+    # every segment's last allocation holds until the last snapshot of any (not until now: a
+    # quiet month would squash the history into a sliver)
+    ends = [s.allocation.history[-1].at for s in segments if s.allocation and s.allocation.history]
+    end = max(ends) if ends else report.generated_at
     figure.suptitle("Bandit allocation over time (logged snapshots; share of bandit-group "
                     "messages per tone)", fontsize=12)
     for ax, seg in zip(axes, segments, strict=False):   # no segment: one empty axes
@@ -704,18 +721,17 @@ def _allocation_chart(report: Report, colours: Mapping[str, str]):
             continue
         tones = [t for t in colours if any(t in s.allocation for s in history)]
         times = [datetime.fromtimestamp(s.at, UTC) for s in history]
-        if report.generated_at > history[-1].at:      # the last allocation holds until now
-            times.append(datetime.fromtimestamp(report.generated_at, UTC))
-            history = [*history, history[-1]]
+        times.append(datetime.fromtimestamp(max(end, history[-1].at + 3600), UTC))
+        history = [*history, history[-1]]
         shares = [[s.allocation.get(t, 0.0) for s in history] for t in tones]
         ax.stackplot(times, *shares, labels=tones, colors=[colours[t] for t in tones],
                      step="post", alpha=0.85)
         locator = mdates.AutoDateLocator()
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-        ax.set_xlabel("time (UTC)")
         ax.legend(title="tone", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
         ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("time (UTC)")
     if not segments:
         _no_data(axes[0])
     return figure
@@ -728,7 +744,8 @@ def _funnel_chart(report: Report, colours: Mapping[str, str]):
     rows = max(len(segments), 1)
     figure = _figure(1.2 + 2.8 * rows)
     axes = figure.subplots(rows, 1, squeeze=False)[:, 0]
-    figure.suptitle("Funnel per segment and tone: share of messages sent reaching each stage",
+    figure.suptitle("Funnel per segment and tone: share of messages sent reaching each stage\n"
+                    "(each stage counted on its own: a promise or payment needs no reply first)",
                     fontsize=12)
     stages = [label for label, _ in FUNNEL]
     for ax, seg in zip(axes, segments, strict=False):   # no segment: one empty axes

@@ -45,12 +45,14 @@ from service.privacy import (
     export_debtor,
     run_retention,
 )
+from service.campaigns import Campaigns
 from service.processing import Processor
 from service.sending import PlannedMessage
 from service.settings import Settings
 from service.stack import free_port
 from service.suppression import SuppressionStore
 from service.templates import TemplateRenderer
+from service.tone_outcomes import CampaignTag
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo_portfolio.csv"
 DAY = 86400.0
@@ -285,6 +287,16 @@ async def build_footprint(w: World) -> None:
         "reminder-email-1", debtor_id, "email", DEBTOR["email"], "reminder_first", "reminder",
         tell_engine=True), now=night)
     assert decision.verdict == "defer", decision
+    # A campaign (#6) planned for the debtor's segment through the real campaign code, and
+    # its message recorded as sent (the debtor's touch, the open success window).
+    campaigns = Campaigns(w.queue, keys, w.processor.segments, rules=w.processor.rules,
+                          sender=w.processor.sender, chooser=w.processor.tones,
+                          queue_name=w.settings.queue_name)
+    segment = w.processor.segments.segment_of(await w.store.get(debtor_id), date.today())
+    campaign_id = await campaigns.start(segment.name, 1, by="alice", follow=False)
+    while await campaigns.plan_batch(campaign_id):
+        pass
+    assert await redis.zscore(keys.campaign_queue(campaign_id), debtor_id) is not None
     # Replies: a question, the date of birth as typed, a dispute (escalates), then STOP.
     for body in ("how much do i owe", "27-02-1961", "this is not my debt"):
         await w.accept(debtor_id, body)
@@ -319,6 +331,12 @@ async def build_footprint(w: World) -> None:
         {"name": "offer_made", "conversation_id": debtor_id, "at": time.time()})})
     await redis.xadd(keys.events, {"data": json.dumps(
         {"name": "offer_made", "conversation_id": "D-EN-001", "at": time.time()})})
+    # The campaign message recorded as sent (after the payment above, which would have been
+    # its success and closed its window).
+    await w.processor.outcomes.record_sent(
+        debtor_id, f"cmp:{campaign_id}:{debtor_id}",
+        CampaignTag(campaign_id, segment.name, 1, "bandit", 0.4, workflow_start=True),
+        tone="soft", channel="sms")
     # People who looked at the record.
     await w.audit.record("alice", "debtor.view", debtor_id=debtor_id)
     await w.audit.record("bob", "debtor.view", debtor_id="D-EN-001")
@@ -341,8 +359,9 @@ async def test_the_footprint_reaches_every_store(world):
                      f"{k.prefix}:unknown_senders", k.transcript("unknown-31612398745"),
                      k.stop_states("D-PRIV-001"), k.deferred_message("reminder-email-1"),
                      k.contact_log("D-PRIV-001", "sms"), k.events,
-                     "arq:job:reminder-later"):
+                     "arq:job:reminder-later", k.touch("D-PRIV-001"), k.touch_open):
         assert expected in places, expected
+    assert any(p.startswith(k.campaign_queue("")) for p in places)
     assert any(p.startswith("arq:result:") for p in places)
     assert any(p.startswith(k.inbound("")) for p in places)
     assert {dump[key][0] for key in places} >= {"string", "hash", "set", "zset", "stream"}
@@ -364,7 +383,8 @@ async def test_erasure_leaves_no_identifier_in_any_key(world):
                  "inbound_messages", "outbound_markers", "outbox_entries", "arrangement",
                  "promise", "stop_states", "preferences", "contact_logs", "deferred_messages",
                  "deferred_queue", "engine_tracker", "engine_lock", "unknown_senders",
-                 "agent_queue", "job_results", "jobs", "queued_jobs", "event_entries"):
+                 "agent_queue", "job_results", "jobs", "queued_jobs", "event_entries",
+                 "campaign_touch", "campaign_queues", "campaign_success_window"):
         assert report.deleted.get(kind, 0) >= 1, kind
     assert report.deleted["address_index"] == 2 and report.deleted["transcript"] == 2
     assert report.deleted["inbound_messages"] == 6

@@ -261,7 +261,11 @@ async def test_ipw_on_a_constructed_log_with_known_propensities(redis):
                                           "at": repr(T0 + i)})
             pending[i] = success
         await pipe.execute()
-    report = await gather_report(redis, KEYS, BOOK, now=T0 + n)
+    # resolved, but their success window is not over: not counted (successes come at once,
+    # failures only at the window's end)
+    young = await gather_report(redis, KEYS, BOOK, now=T0 + n)
+    assert young.log.used == 0 and young.log.unmatured == n - 50 and not young.segment("mid").ipw
+    report = await gather_report(redis, KEYS, BOOK, now=T0 + n + 8 * DAY)
     mid = report.segment("mid")
     assert report.log.used == n - 50 and report.log.open_assignments == 50
     assert report.log.max_open <= 51
