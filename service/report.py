@@ -523,6 +523,7 @@ async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int, *
                 if segment not in (None, seg):
                     continue
                 scan.assignments += 1
+                ipw.setdefault(seg, {})             # the segment shows, estimate or not
                 open_[fields.get("aid", "")] = (seg, fields.get("tone", ""),
                                                 fields.get("group", ""), _float(fields.get("p")),
                                                 _float(fields.get("at")))
