@@ -11,7 +11,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import redis.asyncio as aioredis
 import typer
@@ -45,12 +45,12 @@ def _book(settings: Settings) -> SegmentBook:
 
 
 def report_command(
-    out: Optional[Path] = typer.Option(None, "--out", file_okay=False,
-                                       help="Directory for report.json and the charts "
-                                            "(default: reports/<UTC timestamp>)."),
-    segment: Optional[str] = typer.Option(None, "--segment", help="Only this segment."),
-    json_only: bool = typer.Option(False, "--json-only",
-                                   help="Write report.json only: no tables, no charts."),
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", file_okay=False,
+        help="Directory for report.json and the charts (default: reports/<UTC timestamp>).")] = None,
+    segment: Annotated[Optional[str], typer.Option("--segment", help="Only this segment.")] = None,
+    json_only: Annotated[bool, typer.Option(
+        "--json-only", help="Write report.json only: no tables, no charts.")] = False,
 ) -> None:
     """Conversion, reply rate, allocation and lift over the holdout per segment and tone (95 %
     intervals), from the outcomes Redis holds. Writes report.json and charts (PNG, SVG)."""
@@ -172,8 +172,14 @@ def _caption(seg: SegmentReport, report: Report) -> str:
             lines.append(f"pinned to {alloc.pinned} by a manager")
         for tone, why in alloc.suspended.items():
             lines.append(f"{tone} suspended: {why}")
-    lines.append(f"IPW: {seg.ipw_assignments} resolved bandit assignments from the tone log; "
-                 "allocation = the bandit's share now (recomputed, seeded)")
+    counts = seg.counts()
+    still_open = counts["sent"] - counts["resolved"]
+    if still_open > 0:
+        lines.append(f"{still_open} messages still in their {report.success_days}-day success window: "
+                     "conversion already counts their successes but not yet their failures "
+                     "(reads high until they close)")
+    lines.append(f"IPW: {seg.ipw_assignments} bandit assignments from the tone log whose window has "
+                 "closed; allocation = the bandit's share now (recomputed, seeded)")
     return "\n".join(lines)
 
 

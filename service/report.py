@@ -327,6 +327,7 @@ class LogScan:
     used: int = 0                   # of those, bandit-group ones with a usable p
     bad_propensity: int = 0         # bandit assignments logged without a p in (0, 1]
     unmatured: int = 0              # bandit, resolved, but the success window still open
+    matured_unresolved: int = 0     # bandit, window closed, no resolution logged yet: failures
     orphan_resolutions: int = 0     # no assignment before it (trimmed by MAXLEN, or erased)
     open_assignments: int = 0       # assigned, not yet resolved, at the end
     max_open: int = 0               # the most held in memory at once
@@ -562,6 +563,15 @@ async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int, *
             break
         start = "(" + _s(entries[-1][0])
     scan.open_assignments = len(open_)
+    for seg, tone, group, p, sent_at in open_.values():
+        # the window closed without a success (that would have been resolved at once): a
+        # failure the worker has not written yet (resolve_expired runs on its own schedule)
+        if group == "bandit" and p is not None and 0 < p <= 1 and sent_at is not None \
+                and sent_at <= matured_before:
+            scan.matured_unresolved += 1
+            scan.used += 1
+            used[seg] = used.get(seg, 0) + 1
+            ipw.setdefault(seg, {}).setdefault(tone, IpwEstimate(tone)).add(p, False)
     for seg, estimates in ipw.items():
         for estimate in estimates.values():
             estimate.segment_assignments = used[seg]

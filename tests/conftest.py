@@ -81,6 +81,7 @@ def stack_env(redis_url: str, **extra: str) -> dict[str, str]:
         "NUDGE_PAY_LINK_SECRET": new_token(),
         "NUDGE_PAYMENT_WEBHOOK_SECRET": new_token(),
         "NUDGE_CREDITOR_WEBHOOK_SECRET": new_token(),
+        "NUDGE_API_TOKEN": new_token(),
         **extra,
     }
     return env
@@ -111,6 +112,16 @@ def always_open_policies(directory: Path) -> Path:
         for day in ("weekday", "saturday", "sunday", "public_holiday"):
             pack[day] = "00:00-24:00"
     (directory / "jurisdictions.yml").write_text(yaml.safe_dump(jurisdictions))
+    # A segment of its own for the end-to-end campaign test (tests/e2e/test_campaigns.py): only
+    # its debtors (creditor "E2E Campaign Creditor") are in it, so the campaign it runs on the
+    # shared stack writes to nobody another test talks to.
+    segments = yaml.safe_load((ROOT / "policies" / "segments.yml").read_text())
+    segments["segments"].insert(0, {
+        "name": "e2e_campaign", "when": {"creditor": ["E2E Campaign Creditor"]},
+        "workflow": {"steps": [{"day": 0, "template": "reminder_first"},
+                               {"day": 1, "template": "reminder_second"}],
+                     "channels": ["sms"], "tones": ["loss_aversion", "social_proof", "soft"]}})
+    (directory / "segments.yml").write_text(yaml.safe_dump(segments, sort_keys=False))
     return directory
 
 

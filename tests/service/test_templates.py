@@ -36,6 +36,8 @@ SCHEDULE = [
 # anything else fails here with StrictUndefined.
 SAMPLES: dict[str, dict[str, Any]] = {
     "reminder_first": {},
+    "reminder_second": {},
+    "reminder_final": {},
     "ask_verification": {"method": "date_of_birth"},
     "verification_retry": {"method": "postcode", "attempts_left": 2},
     "verification_locked": {},
@@ -162,6 +164,8 @@ KEYS = set(SAMPLES)
 # they must carry no debt detail at all.
 PRE_VERIFICATION = {
     "reminder_first",
+    "reminder_second",
+    "reminder_final",
     "ask_verification",
     "verification_retry",
     "verification_locked",
@@ -188,6 +192,9 @@ DEBT_VARIABLES = {
 LONG_KEYS = {
     "plan_confirmed", "vulnerability_support", "instalment_reminder", "instalment_missed",
     "arrangement_broken", "promise_reminder", "promise_broken",
+    # campaign steps 2 and 3 in Dutch and German: the step's sentence, the identity-safe
+    # disclosure and the opt-out line take three segments (the budget the lint holds them to)
+    "reminder_second", "reminder_final",
 }
 # Keys without the opt-out line: the confirmation of an opt-out, and the wrong-number reply
 # (we stop writing to that address).
@@ -324,7 +331,9 @@ def test_every_key_renders_without_a_first_name(
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("key", sorted(KEYS))
+@pytest.mark.parametrize("key", sorted(k for k in KEYS  # keys with their own tone texts:
+                                       # tests/service/test_tone_templates.py
+                                       if not (ROOT / "en" / f"{k}.loss_aversion.j2").exists()))
 def test_other_tones_fall_back_to_soft(renderer: TemplateRenderer, key: str, language: str) -> None:
     variables = variables_for(key, "sms")
     soft = renderer.render(key, channel="sms", language=language, variables=variables)
