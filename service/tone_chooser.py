@@ -79,8 +79,8 @@ class ToneChooser:
             allocation = thompson_allocation(arms, floor=self.book.bandit.exploration_floor,
                                              rng=self.rng)
         state = _SegmentState(now, allocation, suspended, pinned)
-        if cached is None or cached.allocation != allocation or cached.suspended != suspended \
-                or cached.pinned != pinned:
+        if cached is None or cached.suspended != suspended or cached.pinned != pinned \
+                or _moved(cached.allocation, allocation):
             await self.redis.xadd(self.keys.tone_log, {
                 "kind": "allocation", "segment": segment.name, "at": repr(now),
                 "allocation": json.dumps({k: round(v, 4) for k, v in allocation.items()}),
@@ -123,3 +123,11 @@ class ToneChooser:
                                  f"(allowed: {', '.join(seg.workflow.tones)})")
             await self.redis.hset(self.keys.tone_pins, segment, tone)
         self._cache.pop(segment, None)
+
+
+def _moved(before: dict[str, float], now: dict[str, float], by: float = 0.02) -> bool:
+    """Worth a new snapshot in the log: a tone appeared, went, or moved by 2 points (Monte
+    Carlo estimates always differ a little)."""
+    if set(before) != set(now):
+        return True
+    return any(abs(before[t] - now[t]) >= by for t in now)

@@ -13,12 +13,15 @@ paid), opt-outs and hand-offs (opted_out, complained). :meth:`record` credits ea
 most once per message, in one Lua script, to
 
 * ``Keys.outcome_counts``: counts per segment × step × tone × channel × group × outcome;
-* the bandit, when the outcome is a success and the message's success window is open:
-  the message is *resolved* (success), ``Keys.tone_stats`` ``<segment>|<tone>|s`` + 1;
+* the bandit, when the outcome is a success inside the message's success window: the message
+  is marked *won*;
 * the workflow: an engaging outcome (a reply, a promise...) stops the debtor's next steps.
 
-A message nobody succeeded on is resolved as a failure when its window ends
-(:meth:`resolve_expired`, run by the worker) or when the next step replaces it. Each
+Every message is *resolved* when its window ends (:meth:`resolve_expired`, run by the worker)
+or when the next step replaces it: a success if it was won, else a failure
+(``Keys.tone_stats`` ``<segment>|<tone>|s`` or ``|f`` + 1). Successes and failures reach the
+bandit on the same clock, so a tone sent a lot in the last days is not favoured by successes
+that arrive before its failures can (delayed-feedback bias). Each
 resolution is also logged to ``Keys.tone_log`` by assignment id (no personal data), beside the
 assignment and its probability, for inverse-propensity analysis.
 """
@@ -66,7 +69,7 @@ local function resolve(f, debtor, success, at)
 end
 """
 _FIELDS = ("message_id", "segment", "step", "tone", "channel", "group", "attribute_until",
-           "deadline", "resolved", "success", "sent_at", "bandit", "aid")
+           "deadline", "resolved", "success", "sent_at", "bandit", "aid", "won")
 _READ = "local f = redis.call('HMGET', KEYS[1], " + ", ".join(f"'{n}'" for n in _FIELDS) + ")\n"
 
 # ARGV: debtor, outcome, at, message id ('' = any), engaged (1/0)
@@ -83,7 +86,7 @@ redis.call('HINCRBY', KEYS[4], f[2] .. '|' .. f[3] .. '|' .. f[4] .. '|' .. f[5]
 if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'engaged', '1') end
 if f[9] == 'open' and at <= tonumber(f[8])
    and string.find(',' .. f[10] .. ',', ',' .. ARGV[2] .. ',', 1, true) then
-  resolve(f, debtor, 1, at)
+  redis.call('HSETNX', KEYS[1], 'won', ARGV[3])
 end
 return 1
 """
@@ -94,7 +97,7 @@ local debtor = ARGV[1]
 """ + _READ + """
 if f[9] ~= 'open' then redis.call('ZREM', KEYS[2], debtor) return 0 end
 if tonumber(f[8]) > tonumber(ARGV[2]) then return 0 end
-resolve(f, debtor, 0, tonumber(ARGV[2]))
+resolve(f, debtor, f[14] and 1 or 0, tonumber(ARGV[2]))
 return 1
 """
 
@@ -106,7 +109,7 @@ local debtor = ARGV[1]
 """ + _READ + """
 local new = cjson.decode(ARGV[4])
 if f[13] == new['aid'] then return 0 end
-if f[9] == 'open' then resolve(f, debtor, 0, tonumber(ARGV[2])) end
+if f[9] == 'open' then resolve(f, debtor, f[14] and 1 or 0, tonumber(ARGV[2])) end
 local keep = redis.call('HMGET', KEYS[1], 'wf_segment', 'wf_started', 'engaged')
 redis.call('DEL', KEYS[1])
 if new['wf_started'] == nil and keep[2] then new['wf_started'] = keep[2] end

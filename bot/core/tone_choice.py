@@ -113,17 +113,20 @@ def candidates(allowed: Iterable[str], suspended: Iterable[str]) -> list[str]:
 
 def suspended_tones(sent: Mapping[str, int], opted_out: Mapping[str, int],
                     complained: Mapping[str, int], rails: Guardrails) -> dict[str, str]:
-    """Tones whose opt-out or complaint rate passed the limit (tone -> why)."""
+    """Tones whose opt-out or complaint rate is, with 95 % confidence, above the limit (the
+    Wilson lower bound passes it: three opt-outs in the first fifty messages of a tone whose
+    true rate is 1 % are bad luck, not a reason to stop it for good). tone -> why."""
     out: dict[str, str] = {}
     for tone, n in sent.items():
         if n < rails.min_sample:
             continue
-        opt_rate, complaint_rate = opted_out.get(tone, 0) / n, complained.get(tone, 0) / n
-        if opt_rate > rails.max_opt_out_rate:
-            out[tone] = f"opt-out rate {opt_rate:.1%} over {rails.max_opt_out_rate:.1%} ({n} sent)"
-        elif complaint_rate > rails.max_complaint_rate:
-            out[tone] = (f"complaint rate {complaint_rate:.1%} over "
-                         f"{rails.max_complaint_rate:.1%} ({n} sent)")
+        for what, count, limit in (("opt-out", opted_out.get(tone, 0), rails.max_opt_out_rate),
+                                   ("complaint", complained.get(tone, 0), rails.max_complaint_rate)):
+            low, _high = wilson_interval(count, n, 0.95)
+            if low > limit:
+                out[tone] = (f"{what} rate {count / n:.1%} (at least {low:.1%}) over "
+                             f"{limit:.1%} ({n} sent)")
+                break
     return out
 
 

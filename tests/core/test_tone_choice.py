@@ -84,15 +84,17 @@ def test_rules_in_order_protected_holdout_pinned_bandit():
     assert (nothing_left.tone, nothing_left.group) == ("soft", "guardrail")
 
 
-def test_a_tone_is_suspended_only_past_its_rate_and_minimum_sample():
-    rails = SETTINGS.guardrails
+def test_a_tone_is_suspended_only_when_surely_past_its_rate_and_minimum_sample():
+    rails = SETTINGS.guardrails       # opt-outs 5 %, complaints 2 %, at least 50 sent
     sent = {"loss_aversion": 100, "social_proof": 40, "soft": 100}
-    opted = {"loss_aversion": 6, "social_proof": 10, "soft": 5}
-    complained = {"soft": 3}
+    opted = {"loss_aversion": 15, "social_proof": 20, "soft": 6}
+    complained = {"soft": 8}
     suspended = suspended_tones(sent, opted, complained, rails)
     assert set(suspended) == {"loss_aversion", "soft"}      # social_proof: too few to judge
-    assert "opt-out rate 6.0%" in suspended["loss_aversion"]
-    assert "complaint rate 3.0%" in suspended["soft"]
+    assert "opt-out rate 15.0% (at least 9.3%)" in suspended["loss_aversion"]
+    assert "complaint rate 8.0%" in suspended["soft"]
+    # 6 of 100 is over 5 %, but not surely (lower bound 2.8 %): not suspended
+    assert suspended_tones({"soft": 100}, {"soft": 6}, {}, rails) == {}
 
 
 @pytest.mark.parametrize(("s", "n", "low", "high"), [
