@@ -145,9 +145,8 @@ class IpwEstimate:
     Unbiased (HT) or consistent (Hajek) where the naive success/resolved is not: the bandit
     gives a tone more messages when and where it looked good, so the tone's naive rate mixes
     periods unevenly. Only the bandit group counts (holdout, pins and guardrails are not a
-    random draw with the logged p), and only messages whose success window has closed (a
-    success resolves a message at once, a failure only at the window's end: the recent ones
-    would read high); a tone a guardrail suspended for a while had p = 0 then, and the
+    random draw with the logged p), and only messages whose success window has closed (both
+    successes and failures are resolved when it closes); a tone a guardrail suspended for a while had p = 0 then, and the
     estimate covers the rest of the time. ``low``/``high``: a normal interval from the
     delta-method variance sum(w^2 (r - estimate)^2) / sum(w)^2, clipped to [0, 1].
     ``effective_n`` = sum(w)^2 / sum(w^2): how many unweighted messages the estimate is worth.
@@ -503,8 +502,7 @@ async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int, *
     (aid -> segment, tone, group, p, when) until their resolution, nothing else per message.
 
     Only assignments sent before `matured_before` (their success window has closed) count for
-    the estimate: within the window a success is resolved at once and a failure only when the
-    window closes, so the recent ones would count their successes without their failures."""
+    the estimate: a message is resolved (success or failure) only when its window closes."""
     scan = LogScan()
     history: dict[str, _History] = {}
     ipw: dict[str, dict[str, IpwEstimate]] = {}
@@ -564,8 +562,8 @@ async def _scan_log(redis: Redis, keys: Keys, segment: str | None, chunk: int, *
         start = "(" + _s(entries[-1][0])
     scan.open_assignments = len(open_)
     for seg, tone, group, p, sent_at in open_.values():
-        # the window closed without a success (that would have been resolved at once): a
-        # failure the worker has not written yet (resolve_expired runs on its own schedule)
+        # the window closed but the worker has not resolved it yet (resolve_expired runs on its
+        # own schedule): counted as a failure, the likelier outcome
         if group == "bandit" and p is not None and 0 < p <= 1 and sent_at is not None \
                 and sent_at <= matured_before:
             scan.matured_unresolved += 1
