@@ -346,9 +346,9 @@ class Campaigns:
         debtor = await self.sender.debtors.get(debtor_id)
         if debtor is None:
             return "skipped:gone"
-        touch = await self.redis.hmget(self.keys.touch(debtor_id), ["wf_segment", "engaged"])
-        if step > 1 and touch[1] == b"1":
-            return "skipped:engaged"        # replied or paid since planning
+        why = await self._claim_step(campaign_id, debtor_id, segment, step, now)
+        if why:
+            return f"skipped:{why}"
         found = self._channel(debtor, segment)
         if found is None:
             return "skipped:no_channel"
@@ -376,6 +376,40 @@ class Campaigns:
                     return "deferred"
             return f"refused:{verdict.reason}"
         return "deferred" if verdict.verdict == "defer" else "sent"
+
+    async def _claim_step(self, campaign_id: str, debtor_id: str, segment: Segment, step: int,
+                          now: float) -> str | None:
+        """Checked again at send time, then claimed: two campaigns of the same step (a re-run
+        for late debtors and the next cohort's, or two started at once) must not both send it
+        to one debtor. The claim names the workflow run (when its step 1 went), so it holds
+        exactly; step 1's names the day. A retry of the same campaign finds its own claim."""
+        key = self.keys.touch(debtor_id)
+        wf_segment, wf_step, wf_started, engaged, last_campaign = (
+            v.decode() if isinstance(v, bytes) else v
+            for v in await self.redis.hmget(key, ["wf_segment", "wf_step", "wf_started",
+                                                  "engaged", "campaign_id"]))
+        if last_campaign == campaign_id:
+            return None     # this campaign sent it before a crash: the send path knows (once)
+        if step > 1:
+            if engaged == "1":
+                return "engaged"            # replied or paid since planning
+            if wf_segment != segment.name or not wf_step or int(wf_step) != step - 1:
+                return "not_at_step"        # another campaign sent this step meanwhile
+            claim = f"claim:{segment.name}:{step}:{wf_started}"
+        else:
+            if wf_segment == segment.name and wf_step and engaged != "1":
+                return "in_workflow"
+            claim = f"claim:{segment.name}:1:{datetime.fromtimestamp(now, timezone.utc):%Y%m%d}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, claim, campaign_id)
+            pipe.hget(key, claim)
+            pipe.ttl(key)
+            _new, owner, ttl = await pipe.execute()
+        if ttl == -1:                       # the claim made the touch: do not keep it forever
+            await self.redis.expire(key, 7 * 86400)
+        if (owner.decode() if isinstance(owner, bytes) else owner) != campaign_id:
+            return "already_sent"
+        return None
 
     async def _maybe_done(self, campaign_id: str, meta: dict[str, str], now: float) -> None:
         queue = self.keys.campaign_queue(campaign_id)

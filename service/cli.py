@@ -40,6 +40,7 @@ from service.cli_arrangements import arrangements_app, events_app, payments_app
 from service.cli_campaigns import campaign_app, segments_app, tone_app
 from service.cli_report import report_command
 from service.settings import PROJECT_ROOT, Settings, SettingsError, ensure_local_secrets
+from sim.cli import simulate_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Nudge: conversational collections.")
 agent_app = typer.Typer(no_args_is_help=True, help="Take over escalated conversations.")
@@ -54,6 +55,7 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(segments_app, name="segments")
 app.add_typer(tone_app, name="tone")
 app.command("report")(report_command)
+app.command("simulate")(simulate_command)
 console = Console()
 err = Console(stderr=True)
 

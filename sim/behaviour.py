@@ -13,8 +13,9 @@ mean 1) from the seed and the debtor id, so it does not depend on the order mess
 handled in. Only ``base`` differs between tones, so the best tone of a segment is the same
 for every debtor, channel and hour of that segment: :meth:`World.best_tone`.
 
-A message's response is drawn from its own ``Random`` (seeded by the world's seed and the
-message id): at most one of success, opt-out, reply, in that order of precedence, so the
+A message's response is drawn from its own ``Random`` (seeded by the world's seed and a stable
+key of the message; the simulator uses "<debtor>#<n-th campaign message>"): at most one of
+success, opt-out, reply, in that order of precedence, so the
 success probability is exactly :meth:`World.p_success`. A success is a promise
 (``promise_made``) or a payment (``payment_received``) after an exponential delay; a promise
 is kept (a payment follows) or broken.

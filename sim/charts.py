@@ -30,7 +30,7 @@ def write_charts(result: "SimResult", out: Path) -> dict[str, Path]:
     columns = 3
     rows_n = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows_n, columns, figsize=(5 * columns, 3.6 * rows_n), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
+    for ax, panel in zip(axes.flat, panels, strict=False):
         rows = result.rows if panel == "overall" else [r for r in result.rows
                                                        if r["segment"] == panel]
         for policy in policies:
@@ -67,11 +67,14 @@ def write_charts(result: "SimResult", out: Path) -> dict[str, Path]:
     cmap = plt.get_cmap("tab10")
     for index, name in enumerate(names):
         best = result.segments[name].best_tone
-        log = [e for e in result.allocation_log if e["segment"] == name and best in e["allocation"]]
+        log = [(e["at"], e["allocation"][best]) for e in result.allocation_log
+               if e["segment"] == name and best in e["allocation"]]
+        end = start + result.parameters["weeks"] * 7 * DAY
+        log.append((end, result.segments[name].allocation.get(best, 0.0)))   # the final state
         colour = cmap(index % 10)
         if log:
-            ax.step([(e["at"] - start) / DAY / 7 for e in log],
-                    [e["allocation"][best] for e in log], where="post", color=colour,
+            ax.step([(at - start) / DAY / 7 for at, _p in log],
+                    [p for _at, p in log], where="post", color=colour,
                     label=f"{name}: P({best})", linewidth=1.2)
         weeks: dict[int, list[bool]] = {}
         for row in result.rows:

@@ -13,14 +13,16 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console()
+DEFAULT_OUT = Path("reports/sim")
 err = Console(stderr=True)
 
 
@@ -29,8 +31,9 @@ def simulate_command(
     debtors_per_week: int = typer.Option(600, "--debtors-per-week", min=1, max=99_999,
                                          help="New synthetic debtors each week."),
     seed: int = typer.Option(1, "--seed", help="Seeds the debtors, their behaviour and the bandit."),
-    out: Path = typer.Option(Path("reports/sim"), "--out", file_okay=False,
-                             help="Directory for sim.json, regret.png/.svg and allocation.png."),
+    out: Annotated[Path, typer.Option(
+        "--out", file_okay=False,
+        help="Directory for sim.json, regret.png/.svg and allocation.png.")] = DEFAULT_OUT,
     redis_url: Optional[str] = typer.Option(
         None, "--redis-url",
         help="A SCRATCH Redis database to run in: it is FLUSHED first. Refused when it holds "
@@ -77,35 +80,32 @@ def simulate_command(
 
 def _print(result, elapsed: float) -> None:
     fixed = result.fixed_best_tone
-    table = Table(title=f"Tone bandit over {result.parameters['weeks']} simulated weeks "
-                        f"(cumulative regret: expected successes lost against the best tone)")
-    for column in ("segment", "messages", "bandit msgs", "best tone", "final P(best)",
-                   "best picks, last week", "regret bandit", "always soft"):
-        table.add_column(column, justify="left" if column in ("segment", "best tone") else "right")
-    if fixed != "soft":
-        table.add_column(f"always {fixed}", justify="right")
-    table.add_column("uniform random", justify="right")
+    policies = ["bandit", "fixed_soft"] + ([f"fixed_{fixed}"] if fixed != "soft" else []) + ["uniform"]
+    table = Table(title=f"Tone bandit, {result.parameters['weeks']} simulated weeks: cumulative "
+                        "regret (expected successes lost against the best tone)",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("segment", no_wrap=True)
+    table.add_column("messages\n(bandit)", justify="right", no_wrap=True)
+    table.add_column("best tone", no_wrap=True)
+    table.add_column("P(best)\nat end", justify="right")
+    table.add_column("best picks\nlast week", justify="right")
+    for policy in policies:
+        table.add_column("regret\n" + {"bandit": "bandit", "fixed_soft": "always\nsoft",
+                                       "uniform": "uniform"}.get(policy, f"always\n{policy[6:]}"),
+                         justify="right")
 
-    def number(values: dict[str, float], name: str) -> str:
-        return f"{values.get(name, 0.0):.1f}"
+    def regrets(values: dict[str, float]) -> list[str]:
+        return [f"{values.get(p, 0.0):.1f}" for p in policies]
 
     for name, seg in result.segments.items():
         share = seg.best_share_last_week
-        row = [name, str(seg.messages), str(seg.bandit_messages), seg.best_tone,
-               f"{seg.allocation.get(seg.best_tone, 0):.0%}" if seg.allocation else "-",
-               f"{share:.0%}" if share is not None else "-",
-               number(seg.regret, "bandit"), number(seg.regret, "fixed_soft")]
-        if fixed != "soft":
-            row.append(number(seg.regret, f"fixed_{fixed}"))
-        row.append(number(seg.regret, "uniform"))
-        table.add_row(*row)
-    total = ["[bold]overall[/bold]", str(sum(s.messages for s in result.segments.values())),
-             str(sum(s.bandit_messages for s in result.segments.values())), "", "", "",
-             number(result.regret, "bandit"), number(result.regret, "fixed_soft")]
-    if fixed != "soft":
-        total.append(number(result.regret, f"fixed_{fixed}"))
-    total.append(number(result.regret, "uniform"))
-    table.add_row(*total)
+        table.add_row(name, f"{seg.messages}\n({seg.bandit_messages})", seg.best_tone,
+                      f"{seg.allocation.get(seg.best_tone, 0):.0%}" if seg.allocation else "-",
+                      f"{share:.0%}" if share is not None else "-", *regrets(seg.regret))
+    table.add_row("[bold]overall[/bold]",
+                  f"{sum(s.messages for s in result.segments.values())}\n"
+                  f"({sum(s.bandit_messages for s in result.segments.values())})", "", "", "",
+                  *regrets(result.regret), end_section=True)
     console.print(table)
     counts = result.counts
     console.print(f"{counts.get('debtors', 0)} debtors, {counts.get('campaign_messages', 0)} "

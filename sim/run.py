@@ -103,6 +103,7 @@ class SimResult:
     counts: dict[str, int]
     duplicate_message_ids: list[str]
     elapsed_seconds: float
+    local_hours: dict[int, int] = field(default_factory=dict)   # campaign messages per local hour
     files: dict[str, str] = field(default_factory=dict)
     # per bandit message, in send order: (segment, week, tone, regret row) for the charts
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -113,6 +114,7 @@ class SimResult:
                 "regret": self.regret,
                 "segments": {k: v.to_dict() for k, v in self.segments.items()},
                 "counts": self.counts, "duplicate_message_ids": self.duplicate_message_ids,
+                "messages_by_local_hour": {str(k): v for k, v in sorted(self.local_hours.items())},
                 "elapsed_seconds": round(self.elapsed_seconds, 1), "files": self.files}
 
 
@@ -202,6 +204,9 @@ class _Run:
         self.sent_per_segment: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.starts: dict[float, list[str]] = defaultdict(list)
+        self.last_step: dict[str, tuple[str, int]] = {}
+        self.per_debtor: Counter[str] = Counter()
+        self.local_hours: Counter[int] = Counter()
 
     # --- the loop ----------------------------------------------------------------------
     async def loop(self) -> None:
@@ -222,7 +227,7 @@ class _Run:
             while await self.processor.sender.release_due(when) >= 200:
                 pass
             await self._read_outbox()
-            self.counts["resolved_failures"] += await self.outcomes.resolve_expired(now)
+            self.counts["resolved_at_window_end"] += await self.outcomes.resolve_expired(now)
             if self.progress and (hour + 1) % 24 == 0:
                 self.progress((hour + 1) // 24, hours // 24)
         self.end = START.timestamp() + hours * HOUR
@@ -280,17 +285,32 @@ class _Run:
         base_id = message_id.split("~", 1)[0]
         debtor_id = base_id.rsplit(":", 1)[1]
         touch = await self.outcomes.touch_of(debtor_id)
-        if touch.get("message_id") != base_id:
-            self.counts["touch_mismatch"] += 1
-            return
-        segment, step, tone = touch["segment"], int(touch["step"]), touch["tone"]
-        group, sent_at, channel = touch["group"], float(touch["sent_at"]), message["channel"]
+        if touch.get("message_id") == base_id:
+            segment, step, tone = touch["segment"], int(touch["step"]), touch["tone"]
+            group, sent_at = touch["group"], float(touch["sent_at"])
+        else:
+            # Another campaign message reached the debtor later in the same simulated hour
+            # and replaced the touch: what this one was is in its plan (sent at this hour).
+            tag = json.loads(message["extra"]["plan"])["campaign"]
+            segment, step, tone = tag["segment"], int(tag["step"]), message["tone"]
+            group, sent_at = tag["group"], self.clock.now
+            self.counts["touch_replaced_same_hour"] += 1
+        channel = message["channel"]
+        last = self.last_step.get(debtor_id)
+        if step > 1 and last == (segment, step):
+            self.counts["same_step_twice"] += 1     # see the report: overlapping step runs
+        self.last_step[debtor_id] = (segment, step)
         debtor = self.debtors[debtor_id]
         local_hour = datetime.fromtimestamp(sent_at, self._zone(debtor)).hour
         self.counts["campaign_messages"] += 1
         self.counts[f"group:{group}"] += 1
         self.sent_per_segment[segment] += 1
-        for event in self.world.respond(message_id=base_id, debtor_id=debtor_id, segment=segment,
+        self.per_debtor[debtor_id] += 1
+        self.local_hours[local_hour] += 1
+        # the world's draw is keyed by the debtor's n-th campaign message, not the message id:
+        # campaign ids carry random parts, and the draw must not depend on them
+        draw_key = f"{debtor_id}#{self.per_debtor[debtor_id]}"
+        for event in self.world.respond(message_id=draw_key, debtor_id=debtor_id, segment=segment,
                                         tone=tone, channel=channel, local_hour=local_hour,
                                         step=step, sent_at=sent_at):
             heapq.heappush(self.pending, (event.at, next(self.seq), event))
@@ -323,6 +343,8 @@ class _Run:
         debtor = await self.processor.debtors.get(debtor_id)
         if debtor is None:
             return
+        if event.kind == "payment_received" and debtor.balance_minor <= 0:
+            return
         self.counts[event.kind] += 1
         if event.kind == "replied":
             await self.outcomes.record(debtor_id, "replied", at=at)
@@ -342,8 +364,6 @@ class _Run:
                 "amount": str(debtor.balance), "currency": debtor.currency},
                 occurred_at=when, event_id=f"sim:{debtor_id}:promise:{next(self.seq)}")
         elif event.kind == "payment_received":
-            if debtor.balance_minor <= 0:
-                return
             payment_id = f"sim-{next(self.seq)}"
             await self.events.append("payment_received", debtor_id, {
                 "payment_id": payment_id, "amount": str(debtor.balance),
@@ -398,6 +418,7 @@ class _Run:
                          regret={k: round(v, 3) for k, v in sorted(overall.items())},
                          fixed_best_tone=self.fixed_best, counts=counts,
                          duplicate_message_ids=duplicates, elapsed_seconds=elapsed,
+                         local_hours=dict(self.local_hours),
                          rows=self.rows, allocation_log=await self._allocation_log())
 
     async def _allocation_log(self) -> list[dict[str, Any]]:
@@ -406,7 +427,7 @@ class _Run:
         after = "-"
         while True:
             page = await self.redis.xrange(self.keys.tone_log, min=after, count=5000)
-            for entry_id, fields in page:
+            for _entry_id, fields in page:
                 if fields.get(b"kind") == b"allocation":
                     out.append({"segment": fields[b"segment"].decode(),
                                 "at": float(fields[b"at"]),

@@ -276,3 +276,29 @@ async def test_protected_debtors_get_soft_and_social_proof_needs_real_figures(wo
     assert (pinned.tone, pinned.group) == ("loss_aversion", "pinned")
     with pytest.raises(ValueError, match="not allowed in segment 'broken_promise'"):
         await chooser.pin("broken_promise", "social_proof")
+
+
+@pytest.mark.asyncio
+async def test_two_campaigns_of_one_step_send_it_once_per_debtor(world):
+    """A re-run for late debtors and a new campaign of the same step, planned together: each
+    debtor gets the step once (the claim names the workflow run)."""
+    processor, campaigns, _told = world
+    first = await campaigns.start("late", 1, by="maria")
+    await plan_all(campaigns, first, MONDAY_10)
+    while await campaigns.dispatch(first, now=MONDAY_10 + 3600):
+        pass
+    a = await campaigns.start("late", 2, by="scheduler", parent=first, run=2)
+    b = await campaigns.start("late", 2, by="maria")
+    for campaign_id in (a, b):
+        await plan_all(campaigns, campaign_id, MONDAY_10 + 3 * DAY + 3600)
+    for campaign_id in (a, b, a, b):
+        while await campaigns.dispatch(campaign_id, now=MONDAY_10 + 4 * DAY, limit=7):
+            pass
+    step_two = [m["message_id"] for m in await outbox(processor)
+                if m["template"] == "reminder_second"]
+    debtors = [m.rsplit(":", 1)[1].split("~")[0] for m in step_two]
+    assert debtors and len(debtors) == len(set(debtors))
+    counts = [(await campaigns.status(c)).counts for c in (a, b)]
+    assert sum(c.get("sent", 0) for c in counts) == len(debtors)
+    assert sum(v for c in counts for k, v in c.items()
+               if k in ("skipped:not_at_step", "skipped:already_sent")) >= len(debtors)
