@@ -18,7 +18,6 @@ import os
 import time
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

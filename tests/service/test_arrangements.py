@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
 
