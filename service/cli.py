@@ -38,6 +38,7 @@ from rich.table import Table
 
 from service.cli_arrangements import arrangements_app, events_app, payments_app
 from service.cli_campaigns import campaign_app, segments_app, tone_app
+from service.cli_common import settings_or_exit as _settings
 from service.cli_report import report_command
 from service.settings import PROJECT_ROOT, Settings, SettingsError, ensure_local_secrets
 from sim.cli import simulate_command
@@ -60,14 +61,6 @@ console = Console()
 err = Console(stderr=True)
 
 DEMO_PORTFOLIO = PROJECT_ROOT / "data" / "demo_portfolio.csv"
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as error:
-        err.print(f"[red]settings:[/red] {error}")
-        raise typer.Exit(2) from None
 
 
 def _run(coro):
@@ -173,7 +166,8 @@ def understand(
 
 async def _understand(settings: Settings, text: str, lang: str, currency: str | None, today: date) -> str:
     from service.engine import EngineClient, EngineError
-    from service.understanding import contract_json, understand as understand_reply
+    from service.understanding import contract_json
+    from service.understanding import understand as understand_reply
 
     async with EngineClient(settings.engine_url, settings.engine_token, timeout=30) as engine:
         try:

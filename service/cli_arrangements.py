@@ -21,22 +21,15 @@ from rich.table import Table
 
 from service.arrangements import ArrangementBook, money
 from service.business_events import BusinessEvents
+from service.cli_common import settings_or_exit as _settings
 from service.keys import Keys
-from service.settings import Settings, SettingsError
+from service.settings import Settings
 
 payments_app = typer.Typer(no_args_is_help=True, help="Payments received (CSV import).")
 events_app = typer.Typer(no_args_is_help=True, help="Business events: export, delivery status.")
 arrangements_app = typer.Typer(no_args_is_help=True, help="Arrangements agreed with debtors.")
 console = Console()
 err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as error:
-        err.print(f"[red]settings:[/red] {error}")
-        raise typer.Exit(2) from None
 
 
 async def _with_redis(settings: Settings, work):

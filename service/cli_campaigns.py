@@ -23,32 +23,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.core.segments import SegmentBook, SegmentConfigError, load_segment_book
 from service.campaigns import CampaignError, Campaigns, CampaignStatus
+from service.cli_common import segment_book_or_exit as _book
+from service.cli_common import settings_or_exit as _settings
 from service.keys import Keys
-from service.settings import Settings, SettingsError
+from service.settings import Settings
 
 campaign_app = typer.Typer(no_args_is_help=True, help="Campaigns: one workflow step for a segment.")
 segments_app = typer.Typer(no_args_is_help=True, help="Segments (policies/segments.yml).")
 tone_app = typer.Typer(no_args_is_help=True, help="The tone bandit: allocation, pins.")
 console = Console()
 err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as error:
-        err.print(f"[red]settings:[/red] {error}")
-        raise typer.Exit(2) from None
-
-
-def _book(settings: Settings) -> SegmentBook:
-    try:
-        return load_segment_book(settings.policies_dir / "segments.yml")
-    except SegmentConfigError as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
 
 
 async def _with(settings: Settings, work):

@@ -19,29 +19,13 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
-from bot.core.segments import SegmentBook, SegmentConfigError, load_segment_book
+from service.cli_common import segment_book_or_exit as _book
+from service.cli_common import settings_or_exit as _settings
 from service.keys import Keys
 from service.report import NO_DATA, Rate, Report, SegmentReport, ToneRow, gather_report, write_charts
-from service.settings import Settings, SettingsError
 
 console = Console()
 err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as error:
-        err.print(f"[red]settings:[/red] {error}")
-        raise typer.Exit(2) from None
-
-
-def _book(settings: Settings) -> SegmentBook:
-    try:
-        return load_segment_book(settings.policies_dir / "segments.yml")
-    except SegmentConfigError as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
 
 
 def report_command(
