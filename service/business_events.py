@@ -92,6 +92,7 @@ class BusinessEvents:
         self.redis = redis
         self.keys = keys
         self._append_once = redis.register_script(_APPEND_ONCE)
+        self._outcomes = ToneOutcomes(redis, keys)
 
     async def append(self, type: str, debtor_id: str, data: dict[str, Any], *,
                      event_id: str | None = None, creditor: str | None = None,
@@ -125,8 +126,8 @@ class BusinessEvents:
         # before them (counted once per message however often an event repeats).
         outcome = outcome_of_business_event(type, data)
         if outcome:
-            await ToneOutcomes(self.redis, self.keys).record(
-                debtor_id, outcome, at=(occurred_at or datetime.now(UTC)).timestamp())
+            await self._outcomes.record(debtor_id, outcome,
+                                        at=(occurred_at or datetime.now(UTC)).timestamp())
         return event["id"]
 
     async def _creditor_of(self, debtor_id: str) -> str | None:

@@ -145,6 +145,7 @@ class Campaigns:
                 "parent": parent, "follow": "1" if follow else "0",
                 "total_debtors": await self.redis.scard(self.keys.debtor_index)})
             pipe.zadd(self.keys.campaigns, {campaign_id: now})
+            pipe.sadd(self.keys.campaigns_unfinished, campaign_id)
             await pipe.execute()
         log.info("campaign_started", campaign=campaign_id, segment=segment, step=step, by=by)
         return campaign_id
@@ -168,6 +169,7 @@ class Campaigns:
         await self.redis.hset(key, mapping={"state": new, f"{action}d_by": by,
                                             f"{action}d_at": repr(self.clock())})
         if new == "cancelled":
+            await self.redis.srem(self.keys.campaigns_unfinished, campaign_id)
             await self._cancel_rest(campaign_id)
         log.info("campaign_state", campaign=campaign_id, state=new, by=by)
         return new
@@ -193,12 +195,15 @@ class Campaigns:
         return [await self.status(i.decode()) for i in ids]
 
     async def active_ids(self) -> list[str]:
-        out = []
-        for raw in await self.redis.zrange(self.keys.campaigns, 0, -1):
-            state = await self.redis.hget(self.keys.campaign(raw.decode()), "state")
-            if state in (b"planning", b"running"):
-                out.append(raw.decode())
-        return out
+        """Campaigns being planned or sent (the loop asks every second: only the unfinished
+        ones are read, not every campaign ever run)."""
+        ids = sorted(m.decode() for m in await self.redis.smembers(self.keys.campaigns_unfinished))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for campaign_id in ids:
+                pipe.hget(self.keys.campaign(campaign_id), "state")
+            states = await pipe.execute()
+        return [i for i, state in zip(ids, states, strict=True)
+                if state in (b"planning", b"running")]
 
     # --- planning ------------------------------------------------------------------------
     async def plan_batch(self, campaign_id: str, *, now: float | None = None) -> bool:
@@ -249,7 +254,7 @@ class Campaigns:
             raw = await pipe.execute()
         as_of = datetime.fromtimestamp(now, timezone.utc).date()
         candidates: list[tuple[Debtor, str, str]] = []
-        for index, debtor_id in enumerate(ids):
+        for index in range(len(ids)):
             doc, touch, arrangement = raw[3 * index: 3 * index + 3]
             if doc is None:
                 continue
@@ -270,7 +275,7 @@ class Campaigns:
         decisions = await self.rules.decide_many(
             candidates, "campaign", datetime.fromtimestamp(now, timezone.utc))
         planned = []
-        for (debtor, channel, _address), decision in zip(candidates, decisions):
+        for (debtor, channel, _address), decision in zip(candidates, decisions, strict=True):
             if decision.verdict == "refuse":
                 counts[f"refused:{decision.reason}"] += 1
                 continue
@@ -294,14 +299,9 @@ class Campaigns:
             v.decode() if isinstance(v, bytes) else v for v in touch)
         if last_campaign == campaign_id:
             return "already_sent"
-        if step == 1:
-            if wf_segment == segment.name and wf_step and engaged != "1":
-                return "in_workflow"       # started before and still running
-            return None
-        if wf_segment != segment.name or not wf_step or int(wf_step) != step - 1:
-            return "not_at_step"
-        if engaged == "1":
-            return "engaged"
+        out_of_step = _out_of_step(wf_segment, wf_step, engaged, segment, step)
+        if out_of_step or step == 1:
+            return out_of_step
         started = datetime.fromtimestamp(float(wf_started), timezone.utc).date()
         if (as_of - started).days < segment.workflow.step(step).day:
             return "not_due"
@@ -390,16 +390,12 @@ class Campaigns:
                                                   "engaged", "campaign_id"]))
         if last_campaign == campaign_id:
             return None     # this campaign sent it before a crash: the send path knows (once)
-        if step > 1:
-            if engaged == "1":
-                return "engaged"            # replied or paid since planning
-            if wf_segment != segment.name or not wf_step or int(wf_step) != step - 1:
-                return "not_at_step"        # another campaign sent this step meanwhile
-            claim = f"claim:{segment.name}:{step}:{wf_started}"
-        else:
-            if wf_segment == segment.name and wf_step and engaged != "1":
-                return "in_workflow"
-            claim = f"claim:{segment.name}:1:{datetime.fromtimestamp(now, timezone.utc):%Y%m%d}"
+        # since planning: replied or paid, or another campaign sent this step meanwhile
+        out_of_step = _out_of_step(wf_segment, wf_step, engaged, segment, step)
+        if out_of_step:
+            return out_of_step
+        run = wf_started if step > 1 else f"{datetime.fromtimestamp(now, timezone.utc):%Y%m%d}"
+        claim = f"claim:{segment.name}:{step}:{run}"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, claim, campaign_id)
             pipe.hget(key, claim)
@@ -420,6 +416,7 @@ class Campaigns:
         if not await self.redis.hsetnx(key, "finished_at", repr(now)):
             return
         await self.redis.hset(key, "state", "done")
+        await self.redis.srem(self.keys.campaigns_unfinished, campaign_id)
         log.info("campaign_done", campaign=campaign_id)
         await self._schedule_follow_up(campaign_id, meta, now)
 
@@ -492,3 +489,14 @@ class Campaigns:
                 except asyncio.TimeoutError:
                     pass
 
+
+def _out_of_step(wf_segment: str | None, wf_step: str | None, engaged: str | None,
+                 segment: Segment, step: int) -> str | None:
+    """Why the debtor's place in the workflow (their touch) does not allow this step: step 1
+    not while a workflow of the segment runs; step k only right after step k-1 and only if
+    they have not engaged since. Asked when planning and again when sending."""
+    if step == 1:
+        return "in_workflow" if wf_segment == segment.name and wf_step and engaged != "1" else None
+    if wf_segment != segment.name or not wf_step or int(wf_step) != step - 1:
+        return "not_at_step"
+    return "engaged" if engaged == "1" else None

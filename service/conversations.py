@@ -91,6 +91,7 @@ class ConversationStore:
         self.keys = keys
         self._escalate = redis.register_script(_ESCALATE)
         self._claim = redis.register_script(_CLAIM)
+        self._outcomes = ToneOutcomes(redis, keys)
 
     async def get(self, conversation_id: str) -> ConversationState:
         data = await self.redis.hgetall(self.keys.conversation(conversation_id))
@@ -166,8 +167,7 @@ class ConversationStore:
                    else "complained" if name == "handoff" and data.get("reason") == "complain"
                    else None)
         if outcome:
-            await ToneOutcomes(self.redis, self.keys).record(conversation_id, outcome,
-                                                             at=entry["at"])
+            await self._outcomes.record(conversation_id, outcome, at=entry["at"])
         return entry_id
 
     async def _append(self, conversation_id: str, entry: dict[str, Any]) -> str:

@@ -261,6 +261,11 @@ class Keys:
         """Sorted set: campaign ids by creation time."""
         return f"{self.prefix}:campaigns"
 
+    @property
+    def campaigns_unfinished(self) -> str:
+        """Set: campaigns not yet done or cancelled (planning, running, paused)."""
+        return f"{self.prefix}:campaigns_unfinished"
+
     def campaign_queue(self, campaign_id: str) -> str:
         """Sorted set: debtor ids planned in a campaign, by when their message may go (the
         contact window's opening, spaced by the campaign's pace)."""

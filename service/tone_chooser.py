@@ -66,10 +66,9 @@ class ToneChooser:
         if cached is not None and not fresh and now - cached.at < self.refresh_seconds:
             return cached
         allowed = segment.workflow.tones
-        sent = await self.outcomes.tone_totals(segment.name, "sent")
-        opted = await self.outcomes.tone_totals(segment.name, "opted_out")
-        complained = await self.outcomes.tone_totals(segment.name, "complained")
-        suspended = suspended_tones(sent, opted, complained, self.book.bandit.guardrails)
+        totals = await self.outcomes.tone_totals(segment.name, "sent", "opted_out", "complained")
+        suspended = suspended_tones(totals["sent"], totals["opted_out"], totals["complained"],
+                                    self.book.bandit.guardrails)
         pinned_raw = await self.redis.hget(self.keys.tone_pins, segment.name)
         pinned = pinned_raw.decode() if isinstance(pinned_raw, bytes) else pinned_raw
         tones = candidates(allowed, suspended)

@@ -252,12 +252,13 @@ class ToneOutcomes:
                 out[parts] = int(value)  # type: ignore[index]
         return out
 
-    async def tone_totals(self, segment: str, outcome: str) -> dict[str, int]:
-        """Per tone, how many messages in the segment had `outcome` (all steps and channels)."""
-        totals: dict[str, int] = {}
+    async def tone_totals(self, segment: str, *outcomes: str) -> dict[str, dict[str, int]]:
+        """Per outcome, per tone: how many messages in the segment had it (all steps and
+        channels), from one scan of the counters."""
+        totals: dict[str, dict[str, int]] = {name: {} for name in outcomes}
         for (seg, _step, tone, _channel, _group, name), n in (await self.counts()).items():
-            if seg == segment and name == outcome:
-                totals[tone] = totals.get(tone, 0) + n
+            if seg == segment and name in totals:
+                totals[name][tone] = totals[name].get(tone, 0) + n
         return totals
 
 
