@@ -39,6 +39,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from bot.core.debtors import Debtor
 from bot.core.segments import Segment, SegmentBook
@@ -251,14 +252,24 @@ class Campaigns:
                 pipe.hmget(self.keys.touch(debtor_id), ["wf_segment", "wf_step", "wf_started",
                                                         "engaged", "campaign_id"])
                 pipe.hget(self.keys.arrangement(debtor_id), "current")
-            raw = await pipe.execute()
+            # One record that cannot be read (a key of another shape, left by an older version)
+            # must not stop the campaign: that debtor is skipped, counted and logged.
+            raw = await pipe.execute(raise_on_error=False)
         as_of = datetime.fromtimestamp(now, timezone.utc).date()
         candidates: list[tuple[Debtor, str, str]] = []
-        for index in range(len(ids)):
+        for index, debtor_id in enumerate(ids):
             doc, touch, arrangement = raw[3 * index: 3 * index + 3]
             if doc is None:
                 continue
-            debtor = Debtor.from_json(doc)
+            try:
+                if isinstance(touch, Exception) or isinstance(arrangement, Exception):
+                    raise touch if isinstance(touch, Exception) else arrangement
+                debtor = Debtor.from_json(doc)
+            except Exception as error:  # noqa: BLE001 - any unreadable record: skip, say which
+                log.warning("campaign_record_unreadable", campaign=campaign_id, debtor=debtor_id,
+                            error=type(error).__name__)
+                counts["skipped:unreadable_record"] += 1
+                continue
             if self.book.segment_of(debtor, as_of) is not segment:
                 continue       # another segment's debtor: not this campaign's business
             why = self._ineligible(debtor, touch, arrangement, segment, step, as_of, campaign_id)
@@ -333,8 +344,16 @@ class Campaigns:
         step = segment.workflow.step(step_no)
         for raw in due:
             debtor_id = raw.decode() if isinstance(raw, bytes) else raw
-            outcome = await self._send_one(campaign_id, debtor_id, segment, step_no,
-                                           step.template, now)
+            try:
+                outcome = await self._send_one(campaign_id, debtor_id, segment, step_no,
+                                               step.template, now)
+            except (ResponseError, ValueError) as error:
+                # a record this debtor's message cannot be planned from (a key of another
+                # shape, a broken document): retrying would fail the same way. Other errors
+                # (the engine or Redis down) leave the lease to run out: tried again.
+                log.warning("campaign_record_unreadable", campaign=campaign_id, debtor=debtor_id,
+                            error=type(error).__name__)
+                outcome = "skipped:unreadable_record"
             await self._finish(keys=[queue, key], args=[debtor_id, DONE + now, f"c:{outcome}"])
         if meta.get("state") == "running" and not due:
             await self._maybe_done(campaign_id, meta, now)

@@ -302,3 +302,36 @@ async def test_two_campaigns_of_one_step_send_it_once_per_debtor(world):
     assert sum(c.get("sent", 0) for c in counts) == len(debtors)
     assert sum(v for c in counts for k, v in c.items()
                if k in ("skipped:not_at_step", "skipped:already_sent")) >= len(debtors)
+
+
+@pytest.mark.asyncio
+async def test_an_unreadable_record_is_skipped_and_counted_not_a_stuck_campaign(world):
+    """A key of another shape (an older version's arrangement string) or a broken debtor
+    document: that debtor is skipped and counted; everyone else is planned."""
+    processor, campaigns, _told = world
+    late = sorted(await late_debtors(processor))
+    await processor.redis.set(processor.keys.arrangement(late[0]), '{"state": "accepted"}')
+    await processor.redis.set(processor.keys.debtor(late[1]), "{not json")
+    campaign_id = await campaigns.start("late", 1, by="maria")
+    await plan_all(campaigns, campaign_id, MONDAY_10)
+    status = await campaigns.status(campaign_id)
+    assert status.state == "running"
+    assert status.counts["skipped:unreadable_record"] == 2
+    queued = {m.decode() for m in await processor.redis.zrange(
+        processor.keys.campaign_queue(campaign_id), 0, -1)}
+    assert late[2] in queued and not {late[0], late[1]} & queued
+
+
+@pytest.mark.asyncio
+async def test_a_record_that_breaks_after_planning_is_skipped_when_sending(world):
+    processor, campaigns, _told = world
+    campaign_id = await campaigns.start("late", 1, by="maria")
+    await plan_all(campaigns, campaign_id, MONDAY_10)
+    queued = sorted(m.decode() for m in await processor.redis.zrange(
+        processor.keys.campaign_queue(campaign_id), 0, -1))
+    await processor.redis.set(processor.keys.arrangement(queued[0]), "legacy")
+    while await campaigns.dispatch(campaign_id, now=MONDAY_10 + 3600):
+        pass
+    status = await campaigns.status(campaign_id)
+    assert status.state == "done" and status.counts["skipped:unreadable_record"] == 1
+    assert status.counts["sent"] == len(queued) - 1
