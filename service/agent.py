@@ -18,6 +18,7 @@ from bot.core.contact_policy import Decision
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
 from service.engine import EngineClient
+from service.engine_outbox import EngineOutbox
 from service.keys import Keys
 from service.processing import Processor
 from service.sending import PlannedMessage
@@ -26,11 +27,16 @@ from service.templates import TemplateRenderer
 
 
 class AgentDesk:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, engine: EngineClient):
+    """`engine`: write the agent's turns into the tracker at once (the CLI). Without one (the
+    console, in the gateway) they go through the engine outbox and the worker's
+    `flush_engine_events` job, so an engine restart never loses or reorders them."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis, engine: EngineClient | None):
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.key_prefix)
         self.engine = engine
+        self.engine_outbox = EngineOutbox(redis, self.keys)
         self.conversations = ConversationStore(redis, self.keys)
         self.debtors = RedisDebtorStore(redis, self.keys)
         self.processor = Processor(settings, redis, engine, TemplateRenderer(
@@ -64,7 +70,7 @@ class AgentDesk:
             f"agent-{uuid.uuid4().hex}", debtor.id, channel, address, "agent_message", "agent",
             {"text": text}), debtor=debtor)
         if decision.verdict != "refuse":
-            await self.engine.append_events(conversation_id, [
+            await self._tell_engine(conversation_id, [
                 {"event": "bot", "text": text, "timestamp": time.time(), "metadata": {"agent": agent}}])
         await self.processor.rules.audit.record(agent, "conversation.reply", debtor_id=debtor.id,
                                                 verdict=decision.verdict, reason=decision.reason)
@@ -82,6 +88,18 @@ class AgentDesk:
         # The paused turn ended without the engine listening; record that it listens now, or
         # the next reply would be read as coming in the middle of the hand-off action.
         now = time.time()
-        await self.engine.append_events(conversation_id, [
+        await self._tell_engine(conversation_id, [
             {"event": "resume", "timestamp": now},
             {"event": "action", "name": "action_listen", "timestamp": now}])
+
+    async def _tell_engine(self, conversation_id: str, events: list[dict]) -> None:
+        await self.engine_outbox.push(conversation_id, events)
+        if self.engine is not None:
+            lock = self.redis.lock(self.keys.conversation_lock(conversation_id),
+                                   timeout=self.settings.conversation_lock_seconds,
+                                   blocking_timeout=self.settings.conversation_lock_seconds * 2)
+            async with lock:
+                await self.engine_outbox.flush(conversation_id, self.engine)
+        else:
+            await self.redis.enqueue_job("flush_engine_events", conversation_id,
+                                         _queue_name=self.settings.queue_name)

@@ -1,8 +1,8 @@
 """The gateway: every HTTP edge of Nudge in one aiohttp app.
 
 Webhooks are acknowledged at once and the work is queued (service/inbound.py). Here: health,
-metrics, the simulator (page and API); provider webhooks in service/webhooks.py; the console
-(#7) joins it.
+metrics, the simulator (page and API); provider webhooks in service/webhooks.py; the web console
+(service/console/).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from twilio.request_validator import RequestValidator
 from channels import simulator
 from channels.email_inbound import parse_mime
 from service import appkeys as K
-from service import campaign_api, pay_page, payments, unsubscribe, webhooks
+from service import campaign_api, console, pay_page, payments, unsubscribe, webhooks
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
 from service.inbound import InboundStore
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     pay_page.add_routes(app)
     payments.add_routes(app)
     campaign_api.add_routes(app)
+    console.add_routes(app)
     if settings.simulator_enabled:
         add_simulator_routes(app)
     return app

@@ -50,6 +50,11 @@ class Keys:
     def conversation_lock(self, conversation_id: str) -> str:
         return f"{self.prefix}:lock:conv:{conversation_id}"
 
+    def engine_outbox(self, conversation_id: str) -> str:
+        """List of JSON event batches (an agent's turns, a hand-back) still to be written into
+        the engine's tracker, oldest first (service/engine_outbox.py)."""
+        return f"{self.prefix}:engine_outbox:{conversation_id}"
+
     @property
     def agent_queue(self) -> str:
         """Sorted set of conversations agents own (claimed or not), by priority then time."""
@@ -185,6 +190,26 @@ class Keys:
         """Hash: a console/CLI user's role and argon2id password hash."""
         return f"{self.prefix}:user:{username}"
 
+    @property
+    def user_index(self) -> str:
+        """Set of every username (the console's user list)."""
+        return f"{self.prefix}:users"
+
+    # --- the web console (service/console/) ------------------------------------------
+    def console_session(self, digest: str) -> str:
+        """Hash: one console session (user, created, last_seen, csrf), keyed by a SHA-256 of
+        the cookie's value so a copy of Redis holds no usable session. Expires when idle."""
+        return f"{self.prefix}:console_session:{digest}"
+
+    def console_sessions_of(self, username: str) -> str:
+        """Set of the session digests of one user (server-side "log out everywhere")."""
+        return f"{self.prefix}:console_sessions:{username}"
+
+    def login_failures(self, kind: str, who: str) -> str:
+        """Counter of failed logins for a username or a client address, expiring with the
+        throttle window."""
+        return f"{self.prefix}:login_failures:{kind}:{who}"
+
     # --- business events, creditor webhooks, payments (issue 4) -----------------------
     @property
     def business_events(self) -> str:
@@ -274,3 +299,32 @@ class Keys:
     def campaign_pace(self, campaign_id: str) -> str:
         """Hash: channel -> the next free send slot of the campaign on that channel."""
         return f"{self.prefix}:campaign_pace:{campaign_id}"
+
+    # --- template versions: the console's editor (service/template_versions.py) --------
+    def template_versions(self, name: str) -> str:
+        """Hash: version number -> JSON (text, author, note, created, status, based_on,
+        warnings, decided_by, decided_at...) of one template file (``en/balance.j2``).
+        Version 0, the file on disk, is not stored."""
+        return f"{self.prefix}:template_versions:{name}"
+
+    @property
+    def template_overrides(self) -> str:
+        """Hash: template file name -> the text of its live version, consulted before the
+        files by every renderer (absent: the file is live)."""
+        return f"{self.prefix}:template_overrides"
+
+    @property
+    def template_live(self) -> str:
+        """Hash: template file name -> the number of its live version (absent: 0, the file)."""
+        return f"{self.prefix}:template_live"
+
+    @property
+    def template_generation(self) -> str:
+        """Counter: incremented with every change of the live versions; renderers reload
+        ``template_overrides`` when it moved."""
+        return f"{self.prefix}:template_generation"
+
+    @property
+    def template_pending(self) -> str:
+        """Set: template file names with a version waiting for approval."""
+        return f"{self.prefix}:template_pending"

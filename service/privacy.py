@@ -266,6 +266,7 @@ async def _find(redis: Redis, settings: Settings, debtor_id: str) -> Footprint:
                       ("preferences", keys.preferences(debtor_id)),
                       ("verification", keys.verification(debtor_id)),
                       ("campaign_touch", keys.touch(debtor_id)),
+                      ("engine_outbox", keys.engine_outbox(debtor_id)),
                       ("whatsapp_opt_in", keys.whatsapp_opt_in(debtor_id))):
         if await redis.exists(key):
             fp.add(kind, key)

@@ -30,6 +30,7 @@ from service.channel_rules import ChannelRules
 from service.contact_rules import ContactConfig, ContactRules
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
+from service.engine_outbox import EngineOutbox
 from service.engine import EngineClient
 from service.inbound import InboundStore
 from service.keys import Keys
@@ -91,6 +92,7 @@ class Processor:
         self.debtors = RedisDebtorStore(self.redis, self.keys)
         self.conversations = ConversationStore(self.redis, self.keys)
         self.inbound = InboundStore(self.redis, self.keys)
+        self.engine_outbox = EngineOutbox(self.redis, self.keys)
         config = self.contact_config or ContactConfig.load(self.settings.policies_dir)
         self.rules = ContactRules(self.redis, self.keys, config, self.settings.pseudonym_key)
         self.channel_config = self.channel_config or ChannelConfig.load(self.settings.policies_dir)
@@ -120,6 +122,8 @@ class Processor:
                                blocking_timeout=self.settings.conversation_lock_seconds * 2)
         done = 0
         async with lock:
+            # An agent's turns and a hand-back reach the tracker before the next message does.
+            await self.engine_outbox.flush(conversation_id, self.engine)
             while True:
                 head = await self.redis.lindex(self.keys.pending(conversation_id), 0)
                 if head is None:

@@ -111,6 +111,14 @@ class Settings:
     api_token: str = field(default="", repr=False)
     # The payment page's cookie is sent over https only; off only for the local http sandbox.
     secure_cookies: bool = True
+    # The web console (service/console/): a session ends after this long without a request,
+    # and in any case this long after login; failed logins are counted per username and per
+    # client address over the throttle window.
+    console_idle_minutes: float = 30.0
+    console_absolute_hours: float = 12.0
+    login_max_failures_per_user: int = 5
+    login_max_failures_per_address: int = 20
+    login_throttle_minutes: float = 15.0
     creditor_webhook_timeout_seconds: float = 10.0      # one POST to a creditor, all in
     # A delivery claimed by a worker that died is taken over after this long.
     creditor_webhook_visibility_seconds: float = 60.0
@@ -177,6 +185,12 @@ class Settings:
             api_token=env.get("NUDGE_API_TOKEN", ""),
             creditor_events_url=env.get("NUDGE_CREDITOR_EVENTS_URL", ""),
             secure_cookies=env.get("NUDGE_SECURE_COOKIES", "true").lower() not in ("0", "false", "no"),
+            console_idle_minutes=_float(env, "NUDGE_CONSOLE_IDLE_MINUTES", 30.0),
+            console_absolute_hours=_float(env, "NUDGE_CONSOLE_ABSOLUTE_HOURS", 12.0),
+            login_max_failures_per_user=_int(env, "NUDGE_LOGIN_MAX_FAILURES_PER_USER", 5, low=1, high=1000),
+            login_max_failures_per_address=_int(env, "NUDGE_LOGIN_MAX_FAILURES_PER_ADDRESS", 20,
+                                                low=1, high=100000),
+            login_throttle_minutes=_float(env, "NUDGE_LOGIN_THROTTLE_MINUTES", 15.0),
             creditor_webhook_timeout_seconds=_float(
                 env, "NUDGE_CREDITOR_WEBHOOK_TIMEOUT_SECONDS", 10.0),
             creditor_webhook_visibility_seconds=_float(

@@ -42,6 +42,44 @@ class Users:
             raise UserError(f"user {username} already exists")
         await self.redis.hset(self.keys.user(username),
                               mapping={"hash": _hasher.hash(password), "created": time.time()})
+        await self.redis.sadd(self.keys.user_index, username)
+
+    async def set_password(self, username: str, password: str) -> None:
+        if len(password) < 12:
+            raise UserError("password: at least 12 characters")
+        if not await self.redis.exists(self.keys.user(username)):
+            raise UserError(f"no user {username}")
+        await self.redis.hset(self.keys.user(username), "hash", _hasher.hash(password))
+
+    async def list(self) -> list[dict[str, str]]:
+        """Every user: username, role, created, disabled (never the hash)."""
+        names = sorted(_text(n) for n in await self.redis.smembers(self.keys.user_index))
+        rows = []
+        for name in names:
+            data = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self.keys.user(name))).items()}
+            if data:
+                rows.append({"username": name, "role": data.get("role", ""),
+                             "created": data.get("created", ""), "disabled": data.get("disabled", "")})
+        return rows
+
+    async def disable(self, username: str) -> None:
+        """The person may no longer log in; the console ends their sessions on their next
+        request (it reads the user on every request)."""
+        if not await self.redis.exists(self.keys.user(username)):
+            raise UserError(f"no user {username}")
+        await self.redis.hset(self.keys.user(username), "disabled", "1")
+
+    async def enable(self, username: str) -> None:
+        if not await self.redis.exists(self.keys.user(username)):
+            raise UserError(f"no user {username}")
+        await self.redis.hdel(self.keys.user(username), "disabled")
+
+    async def active_role(self, username: str) -> str | None:
+        """The role of a user who exists and is not disabled; None otherwise."""
+        role, disabled = await self.redis.hmget(self.keys.user(username), ["role", "disabled"])
+        if not role or disabled:
+            return None
+        return _text(role)
 
     async def role_of(self, username: str) -> str | None:
         role = await self.redis.hget(self.keys.user(username), "role")
@@ -58,4 +96,11 @@ class Users:
             _hasher.verify(stored.decode(), password)
         except (VerificationError, InvalidHashError):
             raise UserError("unknown user or wrong password") from None
-        return await self.role_of(username) or ""
+        role = await self.active_role(username)
+        if role is None:
+            raise UserError(f"{username} is disabled")
+        return role
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

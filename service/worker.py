@@ -135,6 +135,18 @@ async def process_conversation(ctx: dict[str, Any], conversation_id: str) -> int
         raise Retry(defer=_backoff(ctx)) from error
 
 
+async def flush_engine_events(ctx: dict[str, Any], conversation_id: str) -> int:
+    """An agent's turns and hand-backs from the console into the engine's tracker, in order
+    (service/engine_outbox.py); arq retries it while the engine is away."""
+    processor = ctx["processor"]
+    settings = processor.settings
+    lock = processor.redis.lock(processor.keys.conversation_lock(conversation_id),
+                                timeout=settings.conversation_lock_seconds,
+                                blocking_timeout=settings.conversation_lock_seconds * 2)
+    async with lock:
+        return await processor.engine_outbox.flush(conversation_id, processor.engine)
+
+
 async def send_reminder(ctx: dict[str, Any], debtor_id: str, channel: str, message_id: str) -> str:
     try:
         return await ctx["processor"].send_reminder(debtor_id, channel, message_id)
@@ -206,7 +218,7 @@ async def retention(ctx: dict[str, Any]) -> dict[str, int]:
 
 class WorkerSettings:
     functions = [process_conversation, send_reminder, deliver_message, handle_delivery_failure,
-                 payment_receipt, arrangement_confirmation, campaign_step]
+                 payment_receipt, arrangement_confirmation, campaign_step, flush_engine_events]
     cron_jobs = [cron(sweep, second={0, 30}, run_at_startup=False, unique=True),
                  cron(follow_up_sweep, second={15}, run_at_startup=True, unique=True),
                  cron(resolve_tones, second={45}, run_at_startup=False, unique=True),
