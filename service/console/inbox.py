@@ -352,9 +352,12 @@ async def record_outcome(request: web.Request) -> web.Response:
             count = body.get("instalments")
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 120:
                 raise ValueError("instalments: a whole number from 1 to 120")
-            frequency = body.get("frequency") or "monthly"
+            frequency = body.get("frequency") or policy.plans.default_frequency
+            if frequency not in policy.plans.frequencies:
+                raise ValueError(f"frequency: one of {', '.join(policy.plans.frequencies)}")
             first = _date(body.get("first_date"), today)
-            plan = build_plan(debtor.balance_minor, count, frequency, first)
+            # the policy's weekend rule moves a due date off a weekend, as the bot's plans do
+            plan = build_plan(debtor.balance_minor, count, frequency, first, policy.plans.weekend)
             outside = plan_inside_policy(plan, debtor.balance_minor, policy.plans, today, debtor.currency)
             if outside:
                 raise ValueError("outside the creditor's policy: " + ", ".join(outside))

@@ -106,9 +106,16 @@ async def add_people(app, people: dict[str, str] = PEOPLE) -> None:
 
 
 @pytest_asyncio.fixture
-async def console(aiohttp_server, aiohttp_client, redis_url) -> Console:
-    settings = console_settings(redis_url)
+async def console(aiohttp_server, aiohttp_client, redis_url, tmp_path) -> Console:
+    """The gateway with the console, the demo portfolio imported, one person per role (and a
+    second agent and manager), contact windows open all day (tests run at any hour)."""
+    from service import appkeys as K
+    from service.importer import import_file
+    from tests.conftest import ROOT, always_open_policies
+
+    policies = always_open_policies(tmp_path / "policies")
+    settings = console_settings(redis_url, NUDGE_POLICIES_DIR=str(policies))
     server = await aiohttp_server(create_app(settings))
     await add_people(server.app)
-    from service import appkeys as K
+    await import_file(ROOT / "data" / "demo_portfolio.csv", server.app[K.DEBTORS])
     return Console(server, aiohttp_client, settings, server.app[K.REDIS])
