@@ -100,6 +100,7 @@ def up(
         if demo:
             report = _run(_import(settings, DEMO_PORTFOLIO, skip_bad_rows=False))
             console.print(f"demo portfolio: {report}")
+            logins = _run(_demo_people(settings))
         if sandbox:
             stack.start_sandbox_providers()
         stack.start_services(workers=workers)
@@ -108,8 +109,13 @@ def up(
                           f"kept in {settings.state_dir / 'mail'}, inbound SMTP on "
                           f"127.0.0.1:{settings.smtp_listen_port}")
         console.print(f"\n[bold green]Nudge is running.[/bold green] Simulator: "
-                      f"{settings.public_url}/simulator  ·  metrics: {settings.public_url}/metrics"
-                      "\nCtrl-C stops everything.\n")
+                      f"{settings.public_url}/simulator  ·  console: {settings.public_url}/console"
+                      f"  ·  metrics: {settings.public_url}/metrics")
+        if demo:
+            console.print(f"demo console logins (also in {logins}): " + ", ".join(
+                f"{name} ({role})" for name, role in DEMO_PEOPLE.items())
+                + f", password: {logins.read_text().split()[-1]}")
+        console.print("Ctrl-C stops everything.\n")
         while not stopping:
             exited = stack.first_exited()
             if exited is not None:
@@ -123,6 +129,40 @@ def up(
     console.print("stopping...")
     stack.stop()
     console.print("stopped.")
+
+
+# One person per role for trying the console; two managers so one can approve the other's edit.
+DEMO_PEOPLE = {"alice": "agent", "bob": "agent", "sam": "supervisor", "maria": "manager",
+               "max": "manager", "ada": "admin"}
+
+
+async def _demo_people(settings: Settings) -> Path:
+    """Create the demo console users once per checkout, all with one generated password kept
+    in .run/console-users.txt (mode 600). Returns that file."""
+    import secrets as token_source
+
+    from service.keys import Keys
+    from service.users import UserError, Users
+
+    path = settings.state_dir / "console-users.txt"
+    if path.exists():
+        password = path.read_text().split()[-1]
+    else:
+        password = token_source.token_urlsafe(12)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("demo console users: " + " ".join(DEMO_PEOPLE) + "\npassword: " + password + "\n")
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        users = Users(client, Keys(settings.key_prefix))
+        for name, role in DEMO_PEOPLE.items():
+            try:
+                await users.add(name, role, password)
+            except UserError:
+                await users.set_password(name, password)   # an older run's user: same password now
+    finally:
+        await client.aclose()
+    return path
 
 
 @app.command()

@@ -442,9 +442,12 @@ async def change_password(request: web.Request) -> web.Response:
         return render(request, "console/account.html", {"message": str(problem), "ok": False},
                       status=400)
     await end_all_sessions(request, me.username)
+    cookie_carrier = web.Response()
+    await start_session(request, cookie_carrier, me)   # this browser stays in, with a new id
     response = render(request, "console/account.html",
                       {"message": "Password changed; your other sessions have ended.", "ok": True})
-    await start_session(request, response, me)
+    for name, morsel in cookie_carrier.cookies.items():
+        response.cookies[name] = morsel
     await audit(request, "account.password_changed")
     return response
 

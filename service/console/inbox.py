@@ -59,6 +59,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/console/api/conversations/{conversation_id}/notes", add_note)
     app.router.add_post("/console/api/conversations/{conversation_id}/outcome", record_outcome)
     app.router.add_post("/console/api/conversations/{conversation_id}/handback", hand_back)
+    app.router.add_post("/console/api/conversations/{conversation_id}/stop-states/{state}/lift",
+                        lift_stop_state)
     app.router.add_post("/console/api/sms-segments", sms_segments)
     app.cleanup_ctx.append(_services)
 
@@ -198,7 +200,10 @@ async def _case(request: web.Request, debtor: Debtor) -> dict[str, Any]:
     stop_states = await desk.processor.rules.stop_states.active(debtor.id)
     hardship = await book.hardship_noted(debtor.id)
     protected = bool(stop_states) or hardship
-    flags: dict[str, Any] = {"protected": protected, "stop_states": sorted(stop_states)}
+    rules = desk.processor.rules.stop_states.policy.stop_states
+    role = auth.user(request).role
+    flags: dict[str, Any] = {"protected": protected, "stop_states": sorted(stop_states),
+                             "liftable": sorted(n for n in stop_states if role in rules[n].lift_roles)}
     if auth.allowed(request, "vulnerability.view"):
         flags["detail"] = {name: {"since": record.get("since"), "source": record.get("source"),
                                   "by": record.get("by")} for name, record in stop_states.items()}
@@ -398,6 +403,25 @@ async def hand_back(request: web.Request) -> web.Response:
     except LookupError as problem:
         return web.json_response({"error": str(problem)}, status=409)
     return web.json_response({"handed_back": conversation_id})
+
+
+@auth.requires("conversation.work")
+async def lift_stop_state(request: web.Request) -> web.Response:
+    """Lift a stop-state (the dispute answered, the hardship handled): only a role the contact
+    policy names for that state may; StopStates checks it and audits a refusal too."""
+    from service.contact_rules import StopStateError
+    conversation_id, state = request.match_info["conversation_id"], request.match_info["state"]
+    body = await auth.json_body(request)
+    me = auth.user(request)
+    try:
+        await request.app[DESK].processor.rules.stop_states.lift(
+            conversation_id, state, by=me.username, role=me.role, note=str(body.get("note", ""))[:500])
+    except StopStateError as problem:
+        status = 403 if "may not lift" in str(problem) else 409
+        return web.json_response({"error": str(problem)}, status=status)
+    await request.app[DESK].conversations.add_event(conversation_id, "stop_state_lifted",
+                                                    {"state": state, "by": me.username})
+    return web.json_response({"lifted": state})
 
 
 @auth.requires("account.self")

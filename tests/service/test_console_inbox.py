@@ -279,3 +279,21 @@ async def test_an_unknown_conversation_is_404(console):
     alice = await console.login("alice")
     assert (await alice.get("/console/api/conversations/D-XX-999")).status == 404
     assert (await alice.get("/console/conversations/D-XX-999")).status == 404
+
+
+async def test_only_a_role_the_policy_names_lifts_a_stop_state(console):
+    await console.app[DESK].processor.rules.stop_states.set(OLIVER, "dispute", source="intent")
+    await console.app[DESK].processor.rules.stop_states.set(OLIVER, "hardship", source="intent")
+    alice, sam = await console.login("alice"), await console.login("sam")
+    case = (await (await alice.get(f"/console/api/conversations/{OLIVER}")).json())["case"]
+    assert case["flags"]["liftable"] == ["hardship"]           # agents may lift hardship only
+    refused = await alice.post(f"/console/api/conversations/{OLIVER}/stop-states/dispute/lift",
+                               json={"note": "answered"})
+    assert refused.status == 403 and "may not lift dispute" in (await refused.json())["error"]
+    assert (await alice.post(f"/console/api/conversations/{OLIVER}/stop-states/hardship/lift",
+                             json={"note": "plan agreed"})).status == 200
+    assert (await sam.post(f"/console/api/conversations/{OLIVER}/stop-states/dispute/lift",
+                           json={"note": "answered"})).status == 200
+    assert await console.app[DESK].processor.rules.stop_states.active(OLIVER) == {}
+    actions = [e["action"] for e in await audit(console)]
+    assert "stop_state.lift_refused" in actions and actions.count("stop_state.lift") == 2

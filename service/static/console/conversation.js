@@ -63,6 +63,18 @@
       box.append(el("p", "notice", "Protected debtor: " + (c.flags.stop_states.join(", ") || "hardship") +
                                    ". Be gentle; no pressure, no persuasion."));
     }
+    for (const state of c.flags.liftable) {
+      const button = el("button", "", "Lift " + state.replaceAll("_", " "));
+      button.className = "lift";
+      button.addEventListener("click", async () => {
+        const note = prompt("Why may " + state.replaceAll("_", " ") + " be lifted? (kept in the audit log)");
+        if (note === null) return;
+        const result = await nudge.api("POST", base + "/stop-states/" + encodeURIComponent(state) + "/lift", {note});
+        if (!result.ok) alert(result.data.error);
+        await load();
+      });
+      box.append(button);
+    }
     const dl = el("dl", "facts");
     const facts = [["Name", c.name], ["Reference", c.reference], ["Creditor", c.creditor],
                    ["Balance", c.balance + " " + c.currency], ["Due", c.due_date + " (" + c.days_past_due + " days past due)"],
