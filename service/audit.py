@@ -15,7 +15,9 @@ reason codes.
 from __future__ import annotations
 
 import json
+import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -24,6 +26,14 @@ from service.keys import Keys
 from service.suppression import address_digest
 
 SYSTEM = "system"  # the actor for changes the bot or the worker make on their own
+ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")     # a stream entry id, as a paging cursor
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    entries: list[dict[str, Any]]    # newest first
+    older: str | None                # the cursor for the next page (`before=`), None at the end
+    scanned: int                     # entries read to find these
 
 
 class AuditLog:
@@ -69,6 +79,46 @@ class AuditLog:
                 entry["debtor_id"] = lookup.get(entry["subject"])
             result.append(entry)
         return result
+
+    async def page(self, *, before: str | None = None, limit: int = 50, actor: str | None = None,
+                   action: str | None = None, debtor_id: str | None = None,
+                   scan_limit: int = 20_000, chunk: int = 500) -> AuditPage:
+        """Newest first, strictly older than the entry id `before`: up to `limit` entries
+        matching every filter given (`action` also matches its sub-actions: "login" finds
+        "login.failed"). Reads backwards in chunks (XREVRANGE) and at most `scan_limit`
+        entries per call; when that runs out first, `older` says where to go on searching."""
+        if before is not None and not ENTRY_ID.match(before):
+            raise ValueError(f"not an audit entry id: {before[:40]!r}")
+        wanted = self.pseudonym(debtor_id) if debtor_id else None
+        found: list[dict[str, Any]] = []
+        scanned, high = 0, f"({before}" if before else "+"
+        while True:
+            rows = await self.redis.xrevrange(self.keys.audit, max=high, min="-", count=chunk)
+            for entry_id, fields in rows:
+                scanned += 1
+                entry = json.loads(fields[b"data"])
+                entry["id"] = entry_id.decode()
+                if (wanted is None or entry.get("subject") == wanted) \
+                        and (actor is None or entry.get("actor") == actor) \
+                        and (action is None or entry.get("action") == action
+                             or str(entry.get("action", "")).startswith(action + ".")):
+                    if len(found) == limit:           # one more exists: there is an older page
+                        return await self._page(found, found[-1]["id"], scanned)
+                    found.append(entry)
+                if scanned >= scan_limit:
+                    return await self._page(found, entry["id"], scanned)
+            if len(rows) < chunk:
+                return await self._page(found, None, scanned)
+            high = "(" + rows[-1][0].decode()
+
+    async def _page(self, entries: list[dict[str, Any]], older: str | None, scanned: int) -> AuditPage:
+        subjects = sorted({e["subject"] for e in entries if e.get("subject")})
+        names = await self.redis.hmget(self.lookup_key, subjects) if subjects else []
+        lookup = {s: v.decode() for s, v in zip(subjects, names, strict=True) if v is not None}
+        for entry in entries:
+            if entry.get("subject"):
+                entry["debtor_id"] = lookup.get(entry["subject"])
+        return AuditPage(entries, older, scanned)
 
     async def forget_subject(self, debtor_id: str) -> None:
         """After an erasure: the entries stay, the link from them to the person goes."""

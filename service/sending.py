@@ -141,6 +141,8 @@ class Sender:
                 await self._refuse(plan, refusal)
                 await self.fall_back(plan, refusal.reason, debtor=debtor, now=now)
                 return refusal
+        # template versions approved in the console since the last message (no restart)
+        await self.renderer.refresh_live(self.redis, self.keys)
         try:
             rendered = self.renderer.render(
                 plan.template, channel=plan.channel, language=language, tone=plan.tone,

@@ -633,11 +633,13 @@ def lint_source(name: str, source: str, *, catalogue: Catalogue | None,
 
 
 def lint_template(name: str, source: str | None = None, *, catalogue: Catalogue | None,
-                  root: Path | None = None, phrases: ThreatPhrases | None = None) -> StaticLint:
-    """:func:`lint_source` with the files it read; ``source`` None reads ``name`` from root."""
-    overrides = {name: source} if source is not None else None
+                  root: Path | None = None, phrases: ThreatPhrases | None = None,
+                  overrides: Mapping[str, str] | None = None) -> StaticLint:
+    """:func:`lint_source` with the files it read; ``source`` None reads ``name`` from root
+    (or ``overrides``: texts that replace files, such as the console's live versions)."""
+    texts = {**(overrides or {}), **({name: source} if source is not None else {})}
     library = _Library(root or (catalogue.root if catalogue else None),
-                       phrases or default_threat_phrases(), overrides)
+                       phrases or default_threat_phrases(), texts)
     return _lint_in(library, name, catalogue)
 
 

@@ -31,6 +31,14 @@ Filters (locale from the language: en -> en_GB, nl -> nl_NL, de -> de_DE):
 ``sms_segments(text)`` counts the SMS segments a body costs (GSM-7 or UCS-2); ``is_gsm7(text)``
 tells whether a body stays in the GSM-7 alphabet.
 
+Templates edited in the console (service/template_versions.py) go live without a restart: the
+renderer keeps an *overlay* (template name -> text) consulted before the files, and
+:meth:`TemplateRenderer.refresh_live` reloads it when the approved versions changed (the send
+path calls it before each render; one Redis GET at most once a second).
+
+Every render runs in the hardened sandbox of service/template_sandbox.py, within its limits
+(output size, time, loop steps).
+
 Every render is linted (service/template_lint.py): each template file once per version (syntax,
 variables the key does not receive per ``message_templates/catalogue.yml``, opt-out line,
 disclosure, threat phrases), and every rendered message (SMS segments over the key's budget,
@@ -47,6 +55,7 @@ import datetime as dt
 import functools
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -57,11 +66,14 @@ import jinja2
 from babel.dates import format_date
 from babel.numbers import format_currency
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from channels import sms_encoding
+from service.template_sandbox import hardened_environment, render_limited
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from service.keys import Keys
     from service.template_lint import Catalogue, LintIssue
 
 __all__ = [
@@ -238,16 +250,9 @@ def sms_segments(text: str) -> int:
 
 def sandbox_environment(loader: jinja2.BaseLoader | None = None, language: str = "en") -> jinja2.Environment:
     """The environment templates are rendered in (and linted with, so both agree on what is a
-    syntax error): sandboxed, since managers edit templates; strict about undefined variables."""
-    env = ImmutableSandboxedEnvironment(
-        loader=loader,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        # an included partial ends with its newline, so "{% include %}" behaves as a line
-        keep_trailing_newline=True,
-    )
+    syntax error): the hardened sandbox (service/template_sandbox.py), since managers edit
+    templates; strict about undefined variables."""
+    env = hardened_environment(loader)
     env.filters.update(_make_filters(language))
     return env
 
@@ -261,7 +266,8 @@ class TemplateRenderer:
     """
 
     def __init__(self, root: Path, *, company_name: str = "Nudge Collections",
-                 catalogue: Catalogue | None = None) -> None:
+                 catalogue: Catalogue | None = None, overlay: Mapping[str, str] | None = None,
+                 live_check_seconds: float = 1.0) -> None:
         # imported here: template_lint builds on this module (sms_segments, sandbox_environment)
         from service import template_lint
 
@@ -270,16 +276,48 @@ class TemplateRenderer:
         self._lint = template_lint
         self.catalogue = catalogue if catalogue is not None else template_lint.default_catalogue(self.root)
         self._envs: dict[str, jinja2.Environment] = {}
-        # template file -> (mtimes of it and its partials, its static issues)
+        # template name -> (mtimes of it and its partials, its static issues)
         self._static: dict[str, tuple[tuple[tuple[str, int], ...], tuple[LintIssue, ...]]] = {}
+        # template name -> text that replaces the file (the console's approved versions)
+        self.overlay: dict[str, str] = dict(overlay or {})
+        self.live_check_seconds = live_check_seconds
+        self._generation: int | None = None
+        self._live_checked = float("-inf")
 
     # one environment per language: the filters close over the locale
     def _env(self, language: str) -> jinja2.Environment:
         env = self._envs.get(language)
         if env is None:
-            env = sandbox_environment(jinja2.FileSystemLoader(str(self.root)), language)
+            files = jinja2.FileSystemLoader(str(self.root))
+            loader = jinja2.ChoiceLoader([jinja2.DictLoader(self.overlay), files]) if self.overlay else files
+            env = sandbox_environment(loader, language)
             self._envs[language] = env
         return env
+
+    def set_overlay(self, overlay: Mapping[str, str], generation: int | None = None) -> None:
+        """Replace the texts consulted before the files. Compiled templates and lint results
+        are dropped: a cached file template would otherwise hide a new override."""
+        self.overlay = dict(overlay)
+        self._generation = generation
+        self._envs.clear()
+        self._static.clear()
+
+    async def refresh_live(self, redis: Redis, keys: Keys) -> bool:
+        """Load the console's live template versions when they changed (the generation counter
+        moved). One GET at most every ``live_check_seconds``; True when the overlay changed."""
+        now = time.monotonic()
+        if now - self._live_checked < self.live_check_seconds:
+            return False
+        self._live_checked = now
+        raw = await redis.get(keys.template_generation)
+        if int(raw or 0) == self._generation:
+            return False
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.get(keys.template_generation)
+            pipe.hgetall(keys.template_overrides)
+            raw, overrides = await pipe.execute()
+        self.set_overlay({_text(name): _text(text) for name, text in overrides.items()}, int(raw or 0))
+        return True
 
     def keys(self) -> set[str]:
         """Every message key that has a template in at least one language."""
@@ -311,7 +349,12 @@ class TemplateRenderer:
         language: str,
         tone: str = "soft",
         variables: Mapping[str, Any],
+        template: str | None = None,
+        lint: bool = True,
     ) -> RenderedMessage:
+        """``template``: render this file (``en/reminder_first.j2``) instead of the one the
+        lookup order picks; ``lint=False``: do not refuse on lint issues. Both for the template
+        editor, which checks a draft for each channel it serves and lists the issues itself."""
         def fail(message: str, variable: str | None = None,
                  issues: Sequence[LintIssue] = (), content: bool = False) -> TemplateError:
             return TemplateError(
@@ -336,28 +379,30 @@ class TemplateRenderer:
                        f"the disclosures know {list(JURISDICTIONS)}", variable="jurisdiction")
 
         env = self._env(language)
-        names = self.candidates(key, channel=channel, language=language, tone=tone)
+        names = [template] if template else self.candidates(key, channel=channel,
+                                                            language=language, tone=tone)
         context: dict[str, Any] = {"company": self.company_name, **variables}
         context["channel"] = channel
         context["language"] = language
 
         try:
-            template = env.select_template(names)
+            chosen = env.select_template(names)
         except jinja2.TemplatesNotFound:
             raise fail(f"unknown template key (tried {', '.join(names)})") from None
         except jinja2.TemplateSyntaxError as e:
             raise fail(f"syntax error in {e.filename or e.name} line {e.lineno}: {e.message}") from e
-        self._refuse_errors(self._static_issues(template), fail)
+        if lint:
+            self._refuse_errors(self._static_issues(chosen), fail)
 
         try:
-            module = template.make_module(context)
-            body = _tidy(str(module))
+            rendered = render_limited(chosen, context)
+            body = _tidy(rendered.text)
             subject: str | None = None
             if channel == "email":
-                subject = getattr(module, "subject", None)
+                subject = rendered.exported.get("subject")
                 if subject is None or not str(subject).strip():
                     default = env.get_template(f"{language}/_subject.j2")
-                    subject = default.render(context)
+                    subject = render_limited(default, context).text
                 subject = " ".join(str(subject).split())
         except jinja2.UndefinedError as e:
             name = _undefined_name(e.message or "")
@@ -373,27 +418,30 @@ class TemplateRenderer:
         except jinja2.TemplateError as e:
             raise fail(f"{type(e).__name__}: {e}") from e
 
-        # an email subject is checked with the body (for threat phrases; email has no length rule)
-        sent = body if subject is None else f"{subject}\n{body}"
-        budget = self.catalogue.budget(key) if self.catalogue else self._lint.DEFAULT_SMS_SEGMENT_BUDGET
-        self._refuse_errors(self._lint.lint_rendered(sent, channel=channel, key=key,
-                                                     sms_segment_budget=budget),
-                            functools.partial(fail, content=True))
+        if lint:
+            # an email subject is checked with the body (threat phrases; email has no length rule)
+            sent = body if subject is None else f"{subject}\n{body}"
+            budget = self.catalogue.budget(key) if self.catalogue else self._lint.DEFAULT_SMS_SEGMENT_BUDGET
+            self._refuse_errors(self._lint.lint_rendered(sent, channel=channel, key=key,
+                                                         sms_segment_budget=budget),
+                                functools.partial(fail, content=True))
         return RenderedMessage(
             key=key, channel=channel, language=language, body=body, subject=subject
         )
 
     def _static_issues(self, template: jinja2.Template) -> tuple[LintIssue, ...]:
         """The lint of the template file and its partials, computed once per version of those
-        files (the key is their mtimes): a manager's edit is linted at its first render."""
-        if template.filename is None or template.name is None:
+        files (the key is their mtimes; a new overlay clears the cache): a manager's edit is
+        linted at its first render."""
+        if template.name is None:
             return ()
-        cached = self._static.get(template.filename)
+        cached = self._static.get(template.name)
         if cached is not None and cached[0] == _mtimes(path for path, _ in cached[0]):
             return cached[1]
-        result = self._lint.lint_template(template.name, catalogue=self.catalogue, root=self.root)
-        stamp = _mtimes(str(self.root / name) for name in result.files)
-        self._static[template.filename] = (stamp, result.issues)
+        result = self._lint.lint_template(template.name, catalogue=self.catalogue, root=self.root,
+                                          overrides=self.overlay)
+        stamp = _mtimes(str(self.root / name) for name in result.files if name not in self.overlay)
+        self._static[template.name] = (stamp, result.issues)
         return result.issues
 
     @staticmethod
@@ -412,6 +460,10 @@ def _mtimes(paths: Iterable[str]) -> tuple[tuple[str, int], ...]:
         except OSError:
             stamp.append((path, -1))
     return tuple(stamp)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _undefined_name(message: str) -> str | None:
