@@ -200,7 +200,7 @@ async def test_home_sends_each_role_to_its_page(console):
 
 # --- every route, every role ---------------------------------------------------------------
 PUBLIC = {"/console", "/console/", "/console/login", "/console/logout"}
-SAMPLE = {"conversation_id": "D-EN-001", "number": "1", "username": "bob"}
+SAMPLE = {"conversation_id": "D-EN-001", "number": "1", "username": "bob", "state": "hardship"}
 
 
 def console_routes(app: web.Application):
