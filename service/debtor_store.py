@@ -92,6 +92,19 @@ class RedisDebtorStore:
         raw = await self.redis.get(self.keys.debtor(debtor_id))
         return None if raw is None else Debtor.from_json(_text(raw) or "")
 
+    async def get_many(self, debtor_ids: list[str]) -> list[Debtor | None]:
+        """Several debtors in one round trip (MGET), in the order asked; None for a missing or
+        unreadable one (a record of an older shape must not break a whole list)."""
+        if not debtor_ids:
+            return []
+        out: list[Debtor | None] = []
+        for raw in await self.redis.mget([self.keys.debtor(i) for i in debtor_ids]):
+            try:
+                out.append(None if raw is None else Debtor.from_json(_text(raw) or ""))
+            except (ValueError, TypeError, KeyError):
+                out.append(None)
+        return out
+
     async def address_owner(self, kind: AddressKind, address: str) -> str | None:
         """Id of the debtor the index gives for this address (None if none, or stale)."""
         debtor = await self.find_by_address(kind, address)

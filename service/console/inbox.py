@@ -88,13 +88,21 @@ async def inbox_api(request: web.Request) -> web.Response:
 
 
 async def _queue_rows(request: web.Request) -> list[dict[str, Any]]:
+    """The queue in two round trips whatever its length: the conversations' hashes in one
+    pipeline, their debtors in one MGET (bench/console.py)."""
     redis, keys = request.app[K.REDIS], request.app[K.KEYS]
     desk: AgentDesk = request.app[DESK]
     now = time.time()
+    ids = [_s(c) for c in await redis.zrange(keys.agent_queue, 0, -1)]
+    async with redis.pipeline(transaction=False) as pipe:
+        for conversation_id in ids:
+            pipe.hgetall(keys.conversation(conversation_id))
+        hashes = await pipe.execute()
+    debtors = await desk.debtors.get_many(ids)
+    today = dt.date.today()
     rows = []
-    for conversation_id in [_s(c) for c in await redis.zrange(keys.agent_queue, 0, -1)]:
-        raw = {_s(k): _s(v) for k, v in (await redis.hgetall(keys.conversation(conversation_id))).items()}
-        debtor = await desk.debtors.get(conversation_id)
+    for conversation_id, data, debtor in zip(ids, hashes, debtors, strict=True):
+        raw = {_s(k): _s(v) for k, v in data.items()}
         waiting_since = float(raw["waiting_since"]) if raw.get("waiting_since") else None
         reason = raw.get("reason") or "unknown"
         rows.append({
@@ -103,7 +111,7 @@ async def _queue_rows(request: web.Request) -> list[dict[str, Any]]:
             "reason": reason,
             "priority": int(raw.get("priority") or PRIORITY.get(reason, 5)),
             "waiting_seconds": round(now - waiting_since) if waiting_since else None,
-            "segment": _segment(request, debtor),
+            "segment": _segment(request, debtor, today),
             "channel": raw.get("channel") or (debtor.preferred_channel if debtor else ""),
             "language": raw.get("language") or (debtor.language if debtor else ""),
             "agent": raw.get("agent") or None,
@@ -439,10 +447,10 @@ async def sms_segments(request: web.Request) -> web.Response:
 
 
 # --- helpers --------------------------------------------------------------------------------
-def _segment(request: web.Request, debtor: Debtor | None) -> str:
+def _segment(request: web.Request, debtor: Debtor | None, today: dt.date | None = None) -> str:
     if debtor is None:
         return ""
-    segment = request.app[SEGMENTS].segment_of(debtor, dt.date.today())
+    segment = request.app[SEGMENTS].segment_of(debtor, today or dt.date.today())
     return segment.name if segment else ""
 
 

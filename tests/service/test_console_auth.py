@@ -194,7 +194,7 @@ async def test_home_sends_each_role_to_its_page(console):
         assert response.headers["Location"] == page
         # and the navigation shows only what the role may open
         html = await (await person.get(page, allow_redirects=True)).text()
-        for label, path, permission in auth.NAV:
+        for _label, path, permission in auth.NAV:
             assert (f'href="{path}"' in html) == (role in auth.PERMISSIONS[permission]), (role, path)
 
 
@@ -279,5 +279,5 @@ async def test_without_a_session_pages_redirect_and_apis_answer_401(console):
         response.close()
 
 
-def test_everyone_named_in_the_fixture_has_a_real_role():
+async def test_everyone_named_in_the_fixture_has_a_real_role():
     assert set(PEOPLE.values()) == set(ROLE_USER)
