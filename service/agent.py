@@ -18,7 +18,6 @@ from bot.core.contact_policy import Decision
 from service.conversations import ConversationStore
 from service.debtor_store import RedisDebtorStore
 from service.engine import EngineClient
-from service.engine_outbox import EngineOutbox
 from service.keys import Keys
 from service.processing import Processor
 from service.sending import PlannedMessage
@@ -36,7 +35,6 @@ class AgentDesk:
         self.redis = redis
         self.keys = Keys(settings.key_prefix)
         self.engine = engine
-        self.engine_outbox = EngineOutbox(redis, self.keys)
         self.conversations = ConversationStore(redis, self.keys)
         self.debtors = RedisDebtorStore(redis, self.keys)
         self.processor = Processor(settings, redis, engine, TemplateRenderer(
@@ -93,13 +91,9 @@ class AgentDesk:
             {"event": "action", "name": "action_listen", "timestamp": now}])
 
     async def _tell_engine(self, conversation_id: str, events: list[dict]) -> None:
-        await self.engine_outbox.push(conversation_id, events)
+        await self.processor.engine_outbox.push(conversation_id, events)
         if self.engine is not None:
-            lock = self.redis.lock(self.keys.conversation_lock(conversation_id),
-                                   timeout=self.settings.conversation_lock_seconds,
-                                   blocking_timeout=self.settings.conversation_lock_seconds * 2)
-            async with lock:
-                await self.engine_outbox.flush(conversation_id, self.engine)
+            await self.processor.flush_engine_outbox(conversation_id)
         else:
             await self.redis.enqueue_job("flush_engine_events", conversation_id,
                                          _queue_name=self.settings.queue_name)

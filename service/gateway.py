@@ -32,6 +32,7 @@ from service.inbound import InboundStore
 from service.keys import Keys
 from service.logs import configure_logging, get_logger
 from service.settings import Settings
+from service.web_json import json_body
 
 log = get_logger("gateway")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -123,21 +124,9 @@ async def _debtor_or_404(request: web.Request):
     return debtor
 
 
-async def _json_body(request: web.Request) -> dict:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be JSON"}),
-                                 content_type="application/json") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
-                                 content_type="application/json")
-    return body
-
-
 async def sim_remind(request: web.Request) -> web.Response:
     debtor = await _debtor_or_404(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     channel = body.get("channel") or debtor.preferred_channel
     address = debtor.email if channel == "email" else debtor.phone
     if channel not in ("sms", "whatsapp", "email") or not address:
@@ -153,7 +142,7 @@ async def sim_message(request: web.Request) -> web.Response:
     """The debtor's message, sent the way the provider would send it: a signed Twilio
     webhook to /twilio/<channel>, or an email to our SMTP listener."""
     debtor = await _debtor_or_404(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     channel = body.get("channel")
     address = debtor.email if channel == "email" else debtor.phone
     try:

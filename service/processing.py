@@ -115,11 +115,22 @@ class Processor:
         return datetime.fromtimestamp(now, ZoneInfo(zone)).date()
 
     # --- inbound --------------------------------------------------------------------
-    async def process_pending(self, conversation_id: str) -> int:
-        """Process every pending message of a conversation, oldest first. Returns how many."""
-        lock = self.redis.lock(self.keys.conversation_lock(conversation_id),
+    def conversation_lock(self, conversation_id: str):
+        """The lock under which one conversation's messages are processed, and its engine
+        outbox flushed: one at a time, in order."""
+        return self.redis.lock(self.keys.conversation_lock(conversation_id),
                                timeout=self.settings.conversation_lock_seconds,
                                blocking_timeout=self.settings.conversation_lock_seconds * 2)
+
+    async def flush_engine_outbox(self, conversation_id: str) -> int:
+        """An agent's turns and hand-backs into the engine's tracker, in order, under the
+        conversation lock (service/engine_outbox.py)."""
+        async with self.conversation_lock(conversation_id):
+            return await self.engine_outbox.flush(conversation_id, self.engine)
+
+    async def process_pending(self, conversation_id: str) -> int:
+        """Process every pending message of a conversation, oldest first. Returns how many."""
+        lock = self.conversation_lock(conversation_id)
         done = 0
         async with lock:
             # An agent's turns and a hand-back reach the tracker before the next message does.

@@ -138,13 +138,7 @@ async def process_conversation(ctx: dict[str, Any], conversation_id: str) -> int
 async def flush_engine_events(ctx: dict[str, Any], conversation_id: str) -> int:
     """An agent's turns and hand-backs from the console into the engine's tracker, in order
     (service/engine_outbox.py); arq retries it while the engine is away."""
-    processor = ctx["processor"]
-    settings = processor.settings
-    lock = processor.redis.lock(processor.keys.conversation_lock(conversation_id),
-                                timeout=settings.conversation_lock_seconds,
-                                blocking_timeout=settings.conversation_lock_seconds * 2)
-    async with lock:
-        return await processor.engine_outbox.flush(conversation_id, processor.engine)
+    return await ctx["processor"].flush_engine_outbox(conversation_id)
 
 
 async def send_reminder(ctx: dict[str, Any], debtor_id: str, channel: str, message_id: str) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from service import appkeys as K
 from service.audit import AuditLog
 from service.logs import get_logger
 from service.users import ROLES, UserError, Users
+from service.web_json import json_body  # noqa: F401  (handlers use auth.json_body)
 
 log = get_logger("console")
 
@@ -286,18 +286,6 @@ def render(request: web.Request, template: str, context: dict[str, Any], *,
         app_key=TEMPLATES, status=status)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be JSON"}),
-                                 content_type="application/json") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
-                                 content_type="application/json")
-    return body
-
-
 # --- middleware: session, CSRF, headers ---------------------------------------------------
 @web.middleware
 async def console_middleware(request: web.Request, handler):
@@ -309,12 +297,12 @@ async def console_middleware(request: web.Request, handler):
             if request.method in UNSAFE_METHODS and request.path != "/console/login":
                 refusal = await _csrf_refusal(request)
                 if refusal is not None:
-                    return _harden(refusal)
+                    return harden(refusal)
         response = await handler(request)
     except web.HTTPException as exception:
-        _harden(exception)
+        harden(exception)
         raise
-    return _harden(response)
+    return harden(response)
 
 
 async def _csrf_refusal(request: web.Request) -> web.Response | None:
@@ -333,7 +321,7 @@ async def _csrf_refusal(request: web.Request) -> web.Response | None:
                                "and try again.")
 
 
-def _harden(response: web.StreamResponse) -> web.StreamResponse:
+def harden(response: web.StreamResponse) -> web.StreamResponse:
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Frame-Options", "DENY")

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import web
 
 from bot.core.arrangement_policy import PolicyBook, load_policy_book, money_to_minor
 from bot.core.debtors import Debtor, minor_to_decimal
+from bot.core.negotiation import Offer
 from bot.core.plans import build_plan, plan_inside_policy
 from bot.core.segments import SegmentBook, load_segment_book
 from channels.sms_encoding import analyse
@@ -29,6 +31,7 @@ from service import appkeys as K
 from service.agent import AgentDesk
 from service.arrangements import ArrangementBook, money
 from service.console import auth, live
+from service.contact_rules import StopStateError
 from service.conversations import PRIORITY, ClaimError
 from service.templates import TemplateError
 
@@ -107,7 +110,7 @@ async def _queue_rows(request: web.Request) -> list[dict[str, Any]]:
         reason = raw.get("reason") or "unknown"
         rows.append({
             "id": conversation_id,
-            "name": _display_name(debtor, request),
+            "name": _display_name(debtor),
             "reason": reason,
             "priority": int(raw.get("priority") or PRIORITY.get(reason, 5)),
             "waiting_seconds": round(now - waiting_since) if waiting_since else None,
@@ -141,7 +144,7 @@ async def conversation_page(request: web.Request) -> web.Response:
         return auth.error(request, 404, f"No conversation {conversation_id}.")
     return auth.render(request, "console/conversation.html",
                        {"conversation_id": conversation_id, "outcomes": OUTCOMES,
-                        "title": _display_name(debtor, request) if debtor else conversation_id})
+                        "title": _display_name(debtor) if debtor else conversation_id})
 
 
 @auth.requires("inbox.view")
@@ -261,9 +264,7 @@ async def _canned(request: web.Request, debtor: Debtor) -> list[dict[str, str]]:
         try:
             rendered = renderer.render(key, channel="sms", language=debtor.language,
                                        variables={"first_name": debtor.first_name,
-                                                  "agent_name": me.username.capitalize(),
-                                                  "unsubscribe_url": "", "jurisdiction": "EU/NL",
-                                                  "first_contact": False})
+                                                  "agent_name": me.username.capitalize()})
         except TemplateError:
             continue  # a broken canned template is the editor's problem, not the agent's
         out.append({"key": key, "title": key.removeprefix("canned_").replace("_", " "),
@@ -289,12 +290,9 @@ async def claim(request: web.Request) -> web.Response:
 @auth.requires("conversation.work")
 async def reply(request: web.Request) -> web.Response:
     conversation_id = request.match_info["conversation_id"]
-    body = await auth.json_body(request)
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        return web.json_response({"error": "write a message first"}, status=400)
-    if len(text) > MAX_REPLY:
-        return web.json_response({"error": f"at most {MAX_REPLY} characters"}, status=400)
+    text = _text_field(await auth.json_body(request), MAX_REPLY, empty="write a message first")
+    if isinstance(text, web.Response):
+        return text
     me = auth.user(request)
     try:
         decision = await request.app[DESK].reply(conversation_id, me.username, text.strip())
@@ -313,11 +311,9 @@ async def reply(request: web.Request) -> web.Response:
 async def add_note(request: web.Request) -> web.Response:
     conversation_id = request.match_info["conversation_id"]
     body = await auth.json_body(request)
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        return web.json_response({"error": "the note is empty"}, status=400)
-    if len(text) > MAX_NOTE:
-        return web.json_response({"error": f"at most {MAX_NOTE} characters"}, status=400)
+    text = _text_field(body, MAX_NOTE, empty="the note is empty")
+    if isinstance(text, web.Response):
+        return text
     if await _missing(request, conversation_id):
         return web.json_response({"error": f"no conversation {conversation_id}"}, status=404)
     vulnerability = bool(body.get("vulnerability"))
@@ -390,7 +386,6 @@ async def record_outcome(request: web.Request) -> web.Response:
 
 
 async def _agree_plan(book: ArrangementBook, debtor: Debtor, plan, today: dt.date, policy):
-    from bot.core.negotiation import Offer
     offer = Offer("plan", sum(plan.amounts_minor), plan.amounts_minor, plan.dates, plan.frequency)
     await book.propose(debtor, offer, today, grace_days=policy.follow_up.grace_days,
                        reminder_days_before=policy.follow_up.instalment_reminder_days_before)
@@ -417,7 +412,6 @@ async def hand_back(request: web.Request) -> web.Response:
 async def lift_stop_state(request: web.Request) -> web.Response:
     """Lift a stop-state (the dispute answered, the hardship handled): only a role the contact
     policy names for that state may; StopStates checks it and audits a refusal too."""
-    from service.contact_rules import StopStateError
     conversation_id, state = request.match_info["conversation_id"], request.match_info["state"]
     body = await auth.json_body(request)
     me = auth.user(request)
@@ -447,6 +441,16 @@ async def sms_segments(request: web.Request) -> web.Response:
 
 
 # --- helpers --------------------------------------------------------------------------------
+def _text_field(body: dict[str, Any], limit: int, *, empty: str) -> str | web.Response:
+    """The body's `text`, or the 400 that says what is wrong with it."""
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return web.json_response({"error": empty}, status=400)
+    if len(text) > limit:
+        return web.json_response({"error": f"at most {limit} characters"}, status=400)
+    return text
+
+
 def _segment(request: web.Request, debtor: Debtor | None, today: dt.date | None = None) -> str:
     if debtor is None:
         return ""
@@ -454,7 +458,7 @@ def _segment(request: web.Request, debtor: Debtor | None, today: dt.date | None 
     return segment.name if segment else ""
 
 
-def _display_name(debtor: Debtor | None, request: web.Request) -> str:
+def _display_name(debtor: Debtor | None) -> str:
     if debtor is None:
         return "unknown sender"
     return debtor.full_name
@@ -474,7 +478,6 @@ def _mask(value: str | None) -> str:
 
 
 def _amount(raw: Any, debtor: Debtor) -> int:
-    from decimal import Decimal, InvalidOperation
     try:
         amount = Decimal(str(raw).strip().replace(",", "."))
     except (InvalidOperation, ValueError):

@@ -30,7 +30,7 @@ async def stream(request: web.Request, *, channel: str | None = None, pattern: s
     send (None: skip), so each role sees only what it may."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    auth._harden(response)
+    auth.harden(response)
     await response.prepare(request)
     pubsub = request.app[K.REDIS].pubsub()
     if channel:
