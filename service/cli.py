@@ -72,6 +72,10 @@ def _run(coro):
 def up(
     demo: bool = typer.Option(True, help="Load the demo portfolio."),
     workers: int = typer.Option(1, min=1, max=8, help="Worker processes."),
+    engines: int = typer.Option(1, min=1, max=4, help="Engine processes (about 1.2 GB each)."),
+    gateways: int = typer.Option(1, min=1, max=8, help="Gateway processes (each on its own port; "
+                                 "the first one is the public address)."),
+    action_servers: int = typer.Option(1, min=1, max=4, help="Action server processes."),
     sandbox: bool = typer.Option(True, help="Send through local stand-ins for Twilio and a mail "
                                  "server instead of real providers (--no-sandbox for real ones, "
                                  "configured by environment)."),
@@ -103,7 +107,11 @@ def up(
             logins = _run(_demo_people(settings))
         if sandbox:
             stack.start_sandbox_providers()
-        stack.start_services(workers=workers)
+        stack.start_services(workers=workers, engines=engines, gateways=gateways,
+                             action_servers=action_servers)
+        if len(stack.engine_urls) > 1 or len(stack.gateway_urls) > 1:
+            console.print(f"engines: {', '.join(stack.engine_urls)}; gateways: "
+                          f"{', '.join(stack.gateway_urls)}")
         if sandbox:
             console.print(f"sandbox: fake Twilio at {settings.twilio_api_url}, outbound mail "
                           f"kept in {settings.state_dir / 'mail'}, inbound SMTP on "

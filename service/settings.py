@@ -142,7 +142,9 @@ class Settings:
         return cls(
             redis_url=redis_url,
             key_prefix=prefix,
-            engine_url=env.get("NUDGE_ENGINE_URL", cls.engine_url).rstrip("/"),
+            # one engine, or several comma-separated (scale-out; service/engine.py)
+            engine_url=",".join(url.strip().rstrip("/") for url in
+                                env.get("NUDGE_ENGINE_URL", cls.engine_url).split(",") if url.strip()),
             engine_token=env.get("NUDGE_ENGINE_TOKEN", ""),
             engine_key_prefix=engine_prefix,
             actions_port=_int(env, "NUDGE_ACTIONS_PORT", cls.actions_port, low=1),
@@ -210,6 +212,11 @@ class Settings:
             raise SettingsError("NUDGE_ENGINE_TOKEN is not set (the engine's API token)")
         if not self.actions_token:
             raise SettingsError("NUDGE_ACTIONS_TOKEN is not set (the action server's token)")
+
+    @property
+    def engine_urls(self) -> list[str]:
+        """Every engine process's URL (NUDGE_ENGINE_URL may list several)."""
+        return self.engine_url.split(",")
 
     @property
     def redis_parts(self) -> tuple[str, int, int]:

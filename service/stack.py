@@ -61,6 +61,8 @@ class Stack:
     out: TextIO = sys.stdout
     children: list[Child] = field(default_factory=list)
     quiet: bool = False
+    engine_urls: list[str] = field(default_factory=list)
+    gateway_urls: list[str] = field(default_factory=list)
 
     # --- processes --------------------------------------------------------------------
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Child:
@@ -121,20 +123,41 @@ class Stack:
         if creditor_port:
             self._wait("creditor", lambda: _port_open("127.0.0.1", creditor_port), 30)
 
-    def start_services(self, *, model: Path | None = None, workers: int = 1) -> None:
+    def start_services(self, *, model: Path | None = None, workers: int = 1, gateways: int = 1,
+                       engines: int = 1, action_servers: int = 1) -> None:
         """Action server, engine, gateway and workers; all spawned first, then awaited, so
-        their start-ups overlap."""
+        their start-ups overlap. More than one of each is the scale-out layout (docs/
+        performance.md): every extra process on a free loopback port; engine i calls action
+        server i mod n; every worker spreads conversations over all engines (service/engine.py);
+        the gateways share the public URL (behind a balancer), and only the first one listens
+        for inbound SMTP. The first of each uses the ports in the settings."""
         model = model or ensure_model(log=self._say)
-        self._spawn("actions", [APP_PYTHON, "-m", "service.action_server"])
-        self.spawn_engine(model)
-        self._spawn("gateway", [APP_PYTHON, "-m", "service.gateway"])
+        action_ports = [self.settings.actions_port] + [free_port() for _ in range(action_servers - 1)]
+        engine_ports = [self.engine_port] + [free_port() for _ in range(engines - 1)]
+        gateway_ports = [self.settings.gateway_port] + [free_port() for _ in range(gateways - 1)]
+        self.engine_urls = [f"http://127.0.0.1:{port}" for port in engine_ports]
+        self.gateway_urls = [f"http://{self.settings.gateway_host}:{port}" for port in gateway_ports]
+        self.env = dict(self.env, NUDGE_ENGINE_URL=",".join(self.engine_urls))
+        for index, port in enumerate(action_ports):
+            self._spawn(_nth("actions", index, action_servers), [APP_PYTHON, "-m", "service.action_server"],
+                        env=dict(self.env, NUDGE_ACTIONS_PORT=str(port)))
+        for index, port in enumerate(engine_ports):
+            self.spawn_engine(model, port=port, actions_port=action_ports[index % action_servers],
+                              name=_nth("engine", index, engines))
+        for index, port in enumerate(gateway_ports):
+            extra = {"NUDGE_GATEWAY_PORT": str(port)}
+            if index:
+                extra["NUDGE_SMTP_LISTEN_PORT"] = "0"
+            self._spawn(_nth("gateway", index, gateways), [APP_PYTHON, "-m", "service.gateway"],
+                        env=dict(self.env, **extra))
         for index in range(workers):
-            self._spawn(f"worker{index + 1}" if workers > 1 else "worker",
-                        [APP_PYTHON, "-m", "service.worker"])
-        self._wait("actions", lambda: _http_ok(f"http://127.0.0.1:{self.settings.actions_port}/health"), 60)
-        self._wait("gateway", lambda: _http_ok(
-            f"http://{self.settings.gateway_host}:{self.settings.gateway_port}/healthz"), 60)
-        self._wait("engine", self.engine_ready, 240)
+            self.start_worker(_nth("worker", index, workers))
+        for port in action_ports:
+            self._wait("actions", lambda port=port: _http_ok(f"http://127.0.0.1:{port}/health"), 60)
+        for url in self.gateway_urls:
+            self._wait("gateway", lambda url=url: _http_ok(f"{url}/healthz"), 60)
+        for url in self.engine_urls:
+            self._wait("engine", lambda url=url: self.engine_ready(url), 240)
 
     def start_engine_only(self, model: Path | None = None) -> float:
         """Just the engine with its NLU and an in-memory tracker: enough for /model/parse.
@@ -144,35 +167,45 @@ class Stack:
         self._wait("engine", self.engine_ready, 240)
         return time.monotonic() - started
 
-    def spawn_engine(self, model: Path, *, with_endpoints: bool = True) -> Child:
+    @property
+    def engine_port(self) -> int:
+        return urlparse(self.settings.engine_urls[0]).port or 5005
+
+    def spawn_engine(self, model: Path, *, with_endpoints: bool = True, port: int | None = None,
+                     actions_port: int | None = None, name: str = "engine") -> Child:
         """The Rasa engine on loopback with its token; with_endpoints: Redis tracker and lock
         stores and the action server (engine/endpoints.yml), else in-memory and no actions."""
-        port = str(urlparse(self.settings.engine_url).port or 5005)
         command = [
             str(ENGINE_VENV / "bin" / "rasa"), "run", "--enable-api", "--auth-token",
-            self.settings.engine_token, "--interface", "127.0.0.1", "--port", port,
+            self.settings.engine_token, "--interface", "127.0.0.1", "--port",
+            str(port or self.engine_port),
             "--model", str(model), "--credentials", "engine/credentials.yml",
         ]
         if with_endpoints:
             command += ["--endpoints", "engine/endpoints.yml"]
-        return self._spawn("engine", command, env=self.engine_env())
+        return self._spawn(name, command, env=self.engine_env(actions_port))
 
-    def engine_env(self) -> dict[str, str]:
+    def engine_env(self, actions_port: int | None = None) -> dict[str, str]:
         """What engine/endpoints.yml reads, from our settings (one source of truth)."""
         host, port, db = self.settings.redis_parts
         return dict(
             self.env, NUDGE_REDIS_HOST=host, NUDGE_REDIS_PORT=str(port), NUDGE_REDIS_DB=str(db),
             NUDGE_ENGINE_KEY_PREFIX=self.settings.engine_key_prefix,
-            NUDGE_ACTIONS_PORT=str(self.settings.actions_port),
+            NUDGE_ACTIONS_PORT=str(actions_port or self.settings.actions_port),
             NUDGE_ACTIONS_TOKEN=self.settings.actions_token,
             PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="3", RASA_TELEMETRY_ENABLED="false",
         )
 
-    def engine_ready(self) -> bool:
-        return _http_ok(f"{self.settings.engine_url}/status?token={self.settings.engine_token}")
+    def engine_ready(self, url: str | None = None) -> bool:
+        url = url or self.settings.engine_urls[0]
+        return _http_ok(f"{url}/status?token={self.settings.engine_token}")
 
     def start_worker(self, name: str = "worker") -> Child:
         return self._spawn(name, [APP_PYTHON, "-m", "service.worker"])
+
+    def pids(self) -> dict[str, int]:
+        """Process id of every running child by name (for memory figures and fault tests)."""
+        return {c.name: c.process.pid for c in self.children if c.process.poll() is None}
 
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name and c.process.poll() is None)
@@ -211,6 +244,10 @@ class Stack:
                     stop_process(child.process, signal.SIGKILL)
                     child.process.wait(5)
         self.children.clear()
+
+
+def _nth(name: str, index: int, count: int) -> str:
+    return f"{name}{index + 1}" if count > 1 else name
 
 
 def stop_process(process: subprocess.Popen, sig: int) -> None:
