@@ -70,6 +70,10 @@ class Settings:
     default_currency: str = "EUR"
     conversation_lock_seconds: float = 30.0
     engine_timeout_seconds: float = 30.0
+    # How often an idle worker asks Redis for jobs. arq's default (0.5 s) put up to half a
+    # second on every hop (webhook -> processing -> delivery): 0.75 s of a 0.8 s reply at
+    # 5 messages/s (docs/performance.md). A poll is one ZRANGEBYSCORE.
+    worker_poll_seconds: float = 0.02
     simulator_enabled: bool = True
     log_level: str = "INFO"
     templates_dir: Path = PROJECT_ROOT / "message_templates"
@@ -159,6 +163,7 @@ class Settings:
             default_currency=env.get("NUDGE_DEFAULT_CURRENCY", cls.default_currency),
             conversation_lock_seconds=_float(env, "NUDGE_CONVERSATION_LOCK_SECONDS", 30.0),
             engine_timeout_seconds=_float(env, "NUDGE_ENGINE_TIMEOUT_SECONDS", 30.0),
+            worker_poll_seconds=_float(env, "NUDGE_WORKER_POLL_SECONDS", 0.02),
             simulator_enabled=env.get("NUDGE_SIMULATOR", "1") not in ("0", "false", "no"),
             log_level=env.get("NUDGE_LOG_LEVEL", "INFO").upper(),
             templates_dir=Path(env.get("NUDGE_TEMPLATES_DIR", str(PROJECT_ROOT / "message_templates"))),

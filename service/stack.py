@@ -132,26 +132,40 @@ class Stack:
         the gateways share the public URL (behind a balancer), and only the first one listens
         for inbound SMTP. The first of each uses the ports in the settings."""
         model = model or ensure_model(log=self._say)
-        action_ports = [self.settings.actions_port] + [free_port() for _ in range(action_servers - 1)]
-        engine_ports = [self.engine_port] + [free_port() for _ in range(engines - 1)]
-        gateway_ports = [self.settings.gateway_port] + [free_port() for _ in range(gateways - 1)]
-        self.engine_urls = [f"http://127.0.0.1:{port}" for port in engine_ports]
-        self.gateway_urls = [f"http://{self.settings.gateway_host}:{port}" for port in gateway_ports]
-        self.env = dict(self.env, NUDGE_ENGINE_URL=",".join(self.engine_urls))
-        for index, port in enumerate(action_ports):
-            self._spawn(_nth("actions", index, action_servers), [APP_PYTHON, "-m", "service.action_server"],
+        action_ports = self.spawn_action_servers(action_servers)
+        self.spawn_engines(model, engines, action_ports)
+        self.spawn_gateways(gateways)
+        for index in range(workers):
+            self.start_worker(_nth("worker", index, workers))
+        self.wait_ready(action_ports)
+
+    def spawn_action_servers(self, count: int) -> list[int]:
+        ports = [self.settings.actions_port] + [free_port() for _ in range(count - 1)]
+        for index, port in enumerate(ports):
+            self._spawn(_nth("actions", index, count), [APP_PYTHON, "-m", "service.action_server"],
                         env=dict(self.env, NUDGE_ACTIONS_PORT=str(port)))
-        for index, port in enumerate(engine_ports):
-            self.spawn_engine(model, port=port, actions_port=action_ports[index % action_servers],
-                              name=_nth("engine", index, engines))
-        for index, port in enumerate(gateway_ports):
+        return ports
+
+    def spawn_engines(self, model: Path, count: int, action_ports: list[int]) -> None:
+        ports = [self.engine_port] + [free_port() for _ in range(count - 1)]
+        self.engine_urls = [f"http://127.0.0.1:{port}" for port in ports]
+        self.env = dict(self.env, NUDGE_ENGINE_URL=",".join(self.engine_urls))
+        for index, port in enumerate(ports):
+            self.spawn_engine(model, port=port, actions_port=action_ports[index % len(action_ports)],
+                              name=_nth("engine", index, count))
+
+    def spawn_gateways(self, count: int) -> None:
+        ports = [self.settings.gateway_port] + [free_port() for _ in range(count - 1)]
+        self.gateway_urls = [f"http://{self.settings.gateway_host}:{port}" for port in ports]
+        for index, port in enumerate(ports):
             extra = {"NUDGE_GATEWAY_PORT": str(port)}
             if index:
                 extra["NUDGE_SMTP_LISTEN_PORT"] = "0"
-            self._spawn(_nth("gateway", index, gateways), [APP_PYTHON, "-m", "service.gateway"],
+            self._spawn(_nth("gateway", index, count), [APP_PYTHON, "-m", "service.gateway"],
                         env=dict(self.env, **extra))
-        for index in range(workers):
-            self.start_worker(_nth("worker", index, workers))
+
+    def wait_ready(self, action_ports: list[int] = ()) -> None:
+        """Until every action server, gateway and engine spawned so far answers."""
         for port in action_ports:
             self._wait("actions", lambda port=port: _http_ok(f"http://127.0.0.1:{port}/health"), 60)
         for url in self.gateway_urls:

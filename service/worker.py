@@ -17,8 +17,10 @@ from typing import Any
 
 from arq import Retry, cron
 from arq.connections import RedisSettings
-from arq.worker import run_worker
+from arq.worker import Worker, get_kwargs
 from prometheus_client import start_http_server
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.core.arrangement_policy import load_policy_book
 from service.arrangements import ArrangementBook
@@ -210,6 +212,26 @@ async def retention(ctx: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
+class ResilientWorker(Worker):
+    """arq's Worker, kept alive while Redis is away.
+
+    arq's polling loop lets a lost Redis connection escape (arq 0.28: `_poll_iteration` has no
+    error handling), so a Redis restart or failover ended the worker process, and with it all
+    sending, until someone restarted it (found by tests/e2e/test_faults.py, kill -9 of Redis).
+    Everything else in the worker already rides out an outage (the campaign and creditor-event
+    loops log and try again; redis-py reconnects on the next command), so the loop here waits
+    and polls again. Jobs that were cut off by the outage stay in arq's queue and run again
+    when their in-progress marker expires; the sweep re-enqueues pending conversations and
+    deliveries sooner."""
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            log.warning("redis_unavailable", error=str(error)[:200])
+            await asyncio.sleep(1.0)
+
+
 class WorkerSettings:
     functions = [process_conversation, send_reminder, deliver_message, handle_delivery_failure,
                  payment_receipt, arrangement_confirmation, campaign_step, flush_engine_events]
@@ -223,6 +245,7 @@ class WorkerSettings:
     queue_name = SETTINGS.queue_name
     redis_settings = RedisSettings.from_dsn(SETTINGS.redis_url)
     job_timeout = 120
+    poll_delay = SETTINGS.worker_poll_seconds
     max_tries = 8
     keep_result = 3600
     # arq logs job arguments at INFO; ours are ids only, never bodies.
@@ -235,7 +258,8 @@ def main() -> None:
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     asyncio.set_event_loop(asyncio.new_event_loop())
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    # arq's run_worker(WorkerSettings), with a worker that survives a Redis outage
+    ResilientWorker(**get_kwargs(WorkerSettings)).run()  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
