@@ -162,6 +162,7 @@ class Sent:
     ack_ms: float | None = None   # the gateway's answer
     status: int | None = None
     second_of_burst: bool = False
+    gateway: str = ""
 
 
 class Driver:
@@ -204,6 +205,7 @@ class Driver:
         form, headers = self.signed(form)
         gateway = self.gateways[self._next_gateway % len(self.gateways)]
         self._next_gateway += 1
+        sent.gateway = gateway
         started = time.perf_counter()
         try:
             async with session.post(gateway + self.path, data=form, headers=headers) as response:
@@ -272,6 +274,13 @@ class Driver:
 
     def unanswered(self) -> list[str]:
         return [sid for sid in self.sent if sid not in self.clock.first_reply]
+
+    def accepted_by_gateway(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.gateways, 0)
+        for s in self.sent.values():
+            if s.status == 200:
+                counts[s.gateway] += 1
+        return counts
 
     def bad_status(self) -> dict[int, int]:
         counts: dict[int, int] = {}
