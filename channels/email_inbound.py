@@ -164,6 +164,13 @@ def _addresses(value: object) -> list[str]:
 
 
 def _clean_address(addr_spec: str) -> str:
+    # The stdlib leaves 8-bit bytes in an address (RFC 6532 UTF-8 like jörg@exämple.de, or
+    # junk) as surrogate escapes, which no Redis key or HMAC can encode: the listener said
+    # "451 try again" for ever. Decoded as UTF-8 here, like every other header.
+    try:
+        addr_spec = addr_spec.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:          # another lone surrogate (a JSON "\ud800" escape)
+        addr_spec = addr_spec.encode("utf-8", "replace").decode("utf-8")
     addr = addr_spec.strip().strip("<>").lower()
     if not addr or addr.startswith("@") or any(ch.isspace() or ord(ch) < 32 for ch in addr):
         return ""

@@ -100,7 +100,9 @@ def parse_sendgrid_request(content_type: str, body: bytes) -> ParsedEmail:
             charset = part.get_content_charset() or "utf-8"
             try:
                 fields[name] = content.decode(charset, errors="replace")
-            except LookupError:
+            except (LookupError, ValueError):
+                # an unknown label, a NUL in it (ValueError), or a codec such as idna that
+                # cannot "replace" (UnicodeError, a ValueError): the form's own UTF-8
                 fields[name] = content.decode("utf-8", errors="replace")
     if "email" in fields:
         return parse_sendgrid_raw(fields)

@@ -47,6 +47,7 @@ Apply = Callable[["Payment"], Awaitable[Any]]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")   # ids end up in Redis keys
 _PLAIN_DECIMAL = re.compile(r"^\d+(\.\d+)?$")
+MAX_AMOUNT_DIGITS = 15       # before the decimal point: no debt is a quadrillion
 APPLY_TIMEOUT_SECONDS = 300  # an "applying" marker left by a crashed process expires after this
 CSV_REQUIRED = ("payment_id", "amount", "paid_at")
 
@@ -115,9 +116,14 @@ def parse_amount(value: Any, currency: str) -> int:
         raise PaymentInputError("amount", f"expected an amount, got {value!r}") from None
     if not amount.is_finite() or amount <= 0:
         raise PaymentInputError("amount", f"must be more than 0, got {value}")
+    if amount.adjusted() >= MAX_AMOUNT_DIGITS:
+        # 1e999999 overflowed Decimal and 1e5000 was an int too long for Redis: both a 500
+        raise PaymentInputError("amount", f"is too large (more than {MAX_AMOUNT_DIGITS} digits "
+                                          f"before the decimal point)")
     digits = minor_digits(currency)
     scaled = amount.scaleb(digits)
-    if scaled != scaled.to_integral_value():
+    # below one minor unit: too many decimals (and 1E-999999999 scaled to 0, an empty payment)
+    if amount.adjusted() < -digits or scaled != scaled.to_integral_value():
         allowed = f"{digits} decimals" if digits else "no decimals"
         raise PaymentInputError("amount", f"{value} has more decimals than {currency} "
                                           f"allows ({allowed})")
@@ -150,7 +156,10 @@ def parse_paid_at(value: Any) -> datetime:
                                            f"got {value!r}") from None
     if moment.tzinfo is None:
         raise PaymentInputError("paid_at", f"{value!r} has no time zone; add Z for UTC")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:       # 9999-12-31T23:59-01:00 is in the year 10000 in UTC
+        raise PaymentInputError("paid_at", f"{value!r} is out of range") from None
 
 
 def _identifier(raw: dict[str, Any], field: str, required: bool) -> str | None:
@@ -186,7 +195,8 @@ def payment_from(raw: dict[str, Any], source: Source, default_currency: str | No
 def parse_payment_json(body: bytes, default_currency: str) -> Payment:
     try:
         raw = json.loads(body, parse_float=Decimal)   # 25.10 stays exactly 25.10
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays or objects nested thousands deep ("[[[[..."), once a 500
         raise PaymentInputError("body", f"is not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise PaymentInputError("body", "expected a JSON object")

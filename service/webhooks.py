@@ -70,9 +70,15 @@ async def ingest(app: web.Application, message: InboundMessage, route: Route) ->
 async def _signed_form(request: web.Request) -> dict[str, str]:
     """The form parameters of a request Twilio signed; 403 for anything else."""
     settings = request.app[K.SETTINGS]
-    if request.content_type != "application/x-www-form-urlencoded":
+    # Twilio posts UTF-8. Another charset label (unknown, or a codec like rot13 or undefined)
+    # or bytes that are not UTF-8 made aiohttp's form decoding raise: a 500 for anyone.
+    if request.content_type != "application/x-www-form-urlencoded" \
+            or (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
         raise web.HTTPForbidden(text="not a Twilio request")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except UnicodeDecodeError:
+        raise web.HTTPForbidden(text="not a Twilio request") from None
     if any(not isinstance(value, str) for value in form.values()):
         raise web.HTTPForbidden(text="not a Twilio request")
     # raw_path: the path and query exactly as sent (path_qs would re-encode %3A and the like)
