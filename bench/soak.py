@@ -78,7 +78,11 @@ async def soak(minutes: int, rate: float) -> dict:
             say(f"minute {minute}: sent {sample['sent']}, reply p50 {sample['reply_ms'].get('p50')} "
                 f"p99 {sample['reply_ms'].get('p99')} ms, RSS " + ", ".join(
                     f"{k} {v:.0f}" for k, v in sample["rss_mib"].items()))
-        await run
+        try:
+            await run
+            driver_error = None
+        except Exception as error:  # the samples so far are still worth keeping
+            driver_error = repr(error)
         result = await check(client, Keys(bench.settings.key_prefix).transcript,
                              [d for d in debtors if d.sids], bench.clock)
         await client.aclose()
@@ -91,6 +95,7 @@ async def soak(minutes: int, rate: float) -> dict:
         first, last = samples[:5], samples[-5:]
         return {"machine": machine(), "minutes": minutes, "rate": rate, "layout": layout,
                 "sent": len(driver.sent), "unanswered": len(driver.unanswered()),
+                "driver_error": driver_error,
                 "starved_ticks": driver.starved_ticks, "check": result.summary(), "check_ok": result.ok,
                 "rss_slope_mib_per_10min_second_half": slopes,
                 "p50_first_5_min": statistics.fmean(s["reply_ms"].get("p50", 0) for s in first),

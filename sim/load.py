@@ -78,6 +78,7 @@ class LoadDebtor:
     burst: bool = False
     turn: int = 0                                   # index of the next turn to send
     waiting: set[str] = field(default_factory=set)  # MessageSids sent, not yet answered
+    queued: bool = False                            # in the driver's ready queue
     sids: list[str] = field(default_factory=list)   # every MessageSid sent, in order
 
     @property
@@ -189,8 +190,14 @@ class Driver:
             return
         debtor = sent.debtor
         debtor.waiting.discard(sid)
-        if not debtor.waiting and not debtor.done:
-            self.ready.append(debtor)
+        self._make_ready(debtor)
+
+    def _make_ready(self, debtor: LoadDebtor) -> None:
+        # Once: the first reply of a burst can arrive while its second turn is still queued.
+        if debtor.queued or debtor.waiting or debtor.done:
+            return
+        debtor.queued = True
+        self.ready.append(debtor)
 
     def signed(self, form: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         signature = self.validator.compute_signature(self.url, form)
@@ -233,8 +240,7 @@ class Driver:
         """Send at `rate` turns/s for `seconds`, then wait (up to drain_seconds) for answers."""
         for debtor in debtors:
             self.by_debtor[debtor.id] = debtor
-            if not debtor.done and not debtor.waiting:
-                self.ready.append(debtor)
+            self._make_ready(debtor)
         tasks: set[asyncio.Task] = set()
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector,
@@ -249,9 +255,13 @@ class Driver:
                     self.starved_ticks += 1
                     continue
                 debtor = self.ready.popleft()
-                self.send_turn(session, debtor, tasks)
-                if debtor.burst and debtor.turn == 1:
+                debtor.queued = False
+                if debtor.burst and debtor.turn == 0:
+                    self.send_turn(session, debtor, tasks)
+                    debtor.queued = True
                     self.ready.appendleft(debtor)       # its second turn goes next tick
+                else:
+                    self.send_turn(session, debtor, tasks)
             await self.drain(drain_seconds)
             if tasks:
                 await asyncio.wait(tasks, timeout=60)
