@@ -59,7 +59,7 @@ from service.engine_model import ENGINE_VENV, ensure_model  # noqa: E402
 from service.importer import import_file  # noqa: E402
 from service.keys import Keys  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service.stack import APP_PYTHON, Stack, free_port  # noqa: E402
+from service.stack import APP_PYTHON, Stack, _http_ok, free_port  # noqa: E402
 from sim.load import (Driver, LoadDebtor, ProviderClock, ack_only, check, script,  # noqa: E402
                       write_portfolio)
 from tests.conftest import always_open_policies, stack_env  # noqa: E402
@@ -340,10 +340,12 @@ async def phase_builtin(layout: dict[str, int], rates: list[int], seconds: float
             str(ENGINE_VENV / "bin" / "rasa"), "run", "--port", str(port), "--interface", "127.0.0.1",
             "--model", str(model), "--credentials", str(credentials),
             "--endpoints", "engine/endpoints.yml"], env=env)
-        bench.stack.engine_urls = [f"http://127.0.0.1:{port}"]
-        await asyncio.to_thread(bench.stack.wait_ready, action_ports)
-        bench.sample_memory()
         engine = f"http://127.0.0.1:{port}"
+        await asyncio.to_thread(bench.stack.wait_ready, action_ports)
+        # no --enable-api here (Rasa's channel as shipped): ready when its webhook answers
+        await asyncio.to_thread(bench.stack._wait, "engine-builtin",
+                                lambda: _http_ok(f"{engine}/webhooks/twilio/"), 240)
+        bench.sample_memory()
         out = {}
         for rate in rates:
             say(f"built-in Twilio channel: {rate} messages/s for {seconds:.0f} s...")
@@ -466,23 +468,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--campaigns", action="store_true", help="run bench/campaigns.py again")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other phases' results already in the output file")
     args = parser.parse_args()
     layout = ({"gateways": 2, "workers": 2, "engines": 2, "action_servers": 2} if args.scale_out else
               {"gateways": 1, "workers": args.workers, "engines": args.engines, "action_servers": 1})
-    results: dict = {"machine": machine(), "layout": layout, "loadavg_before": os.getloadavg()}
-    if "ack" in args.phases:
-        results["ack"] = asyncio.run(phase_ack(layout, args.ack_rates, args.ack_seconds))
-    if "e2e" in args.phases:
-        results["e2e"] = asyncio.run(phase_e2e(layout, args.rates, args.seconds))
-    if "builtin" in args.phases:
-        results["builtin"] = asyncio.run(phase_builtin(layout, args.rates, args.seconds))
-    if "campaigns" in args.phases:
-        results["campaigns"] = phase_campaigns(args.campaigns)
-    results["loadavg_after"] = os.getloadavg()
-    text = table(results)
-    results["table"] = text.splitlines()
     out = args.out or RESULTS / ("load-scale-out.json" if args.scale_out else
                                  f"load-{layout['engines']}engine.json")
+    results: dict = json.loads(out.read_text()) if args.merge and out.exists() else {}
+    results.update({"machine": machine(), "layout": layout})
+    phases = {"ack": lambda: asyncio.run(phase_ack(layout, args.ack_rates, args.ack_seconds)),
+              "e2e": lambda: asyncio.run(phase_e2e(layout, args.rates, args.seconds)),
+              "builtin": lambda: asyncio.run(phase_builtin(layout, args.rates, args.seconds)),
+              "campaigns": lambda: phase_campaigns(args.campaigns)}
+    for name in args.phases:
+        before = os.getloadavg()
+        results[name] = phases[name]()
+        results[name]["loadavg_before_after"] = [before, os.getloadavg()]
+        write_json(out, results)              # each phase kept as soon as it is done
+    text = table(results)
+    results["table"] = text.splitlines()
     write_json(out, results)
     print(text)
     say(f"results in {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
