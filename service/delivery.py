@@ -223,7 +223,13 @@ class Deliverer:
         if provider is None:
             raise RuntimeError(f"no provider configured for channel {record['channel']!r}")
 
-        if record.get("maybe_sent") == "1":
+        # A record still `attempting` is an attempt that died mid-call (the worker was killed,
+        # or lost Redis, after marking the attempt and before recording its outcome): the
+        # provider may have the message, just as after a timeout. Without this, the next
+        # attempt sent it again whenever no status callback had told us otherwise (found by
+        # tests/e2e/test_faults.py: Redis killed while a send waited for Twilio's answer; the
+        # debtor got the message twice).
+        if record.get("maybe_sent") == "1" or record.get("state") == "attempting":
             try:
                 found = record.get("provider_id") or await provider.find_sent(record)
             except ProviderError as error:

@@ -12,6 +12,8 @@ Messages of one conversation are processed one at a time, in arrival order, unde
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from redis.asyncio import Redis
+from redis.exceptions import LockNotOwnedError, RedisError
 
 from bot.core.debtors import Debtor
 from bot.core.segments import SegmentBook, load_segment_book
@@ -122,17 +125,44 @@ class Processor:
                                timeout=self.settings.conversation_lock_seconds,
                                blocking_timeout=self.settings.conversation_lock_seconds * 2)
 
+    @contextlib.asynccontextmanager
+    async def _holding(self, conversation_id: str):
+        """The conversation lock, kept alive while it is held.
+
+        One step can take longer than the lock's timeout (an engine that is restarting makes
+        the worker wait for its answer), and a lock that expires meanwhile lets another job
+        take the same pending message: the engine then heard it twice (found by
+        tests/e2e/test_faults.py, kill -9 of the engine mid-message). So the lock is renewed
+        in the background until the work under it is over."""
+        lock = self.conversation_lock(conversation_id)
+        async with lock:
+            keeper = asyncio.create_task(self._keep_locked(lock))
+            try:
+                yield lock
+            finally:
+                keeper.cancel()
+
+    async def _keep_locked(self, lock) -> None:
+        seconds = self.settings.conversation_lock_seconds
+        while True:
+            await asyncio.sleep(seconds / 3)
+            try:
+                await lock.extend(seconds, replace_ttl=True)
+            except LockNotOwnedError:
+                return          # lost (it expired while Redis was away): the work under it fails
+            except RedisError:
+                continue        # Redis away for a moment: try again
+
     async def flush_engine_outbox(self, conversation_id: str) -> int:
         """An agent's turns and hand-backs into the engine's tracker, in order, under the
         conversation lock (service/engine_outbox.py)."""
-        async with self.conversation_lock(conversation_id):
+        async with self._holding(conversation_id):
             return await self.engine_outbox.flush(conversation_id, self.engine)
 
     async def process_pending(self, conversation_id: str) -> int:
         """Process every pending message of a conversation, oldest first. Returns how many."""
-        lock = self.conversation_lock(conversation_id)
         done = 0
-        async with lock:
+        async with self._holding(conversation_id) as lock:
             # An agent's turns and a hand-back reach the tracker before the next message does.
             await self.engine_outbox.flush(conversation_id, self.engine)
             while True:

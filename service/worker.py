@@ -21,6 +21,7 @@ from arq.worker import Worker, get_kwargs
 from prometheus_client import start_http_server
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from bot.core.arrangement_policy import load_policy_book
 from service.arrangements import ArrangementBook
@@ -212,6 +213,11 @@ async def retention(ctx: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
+#: What a lost Redis connection looks like from inside arq (a WATCH that lost its connection
+#: is reported as a WatchError).
+REDIS_LOST = (RedisConnectionError, RedisTimeoutError, WatchError)
+
+
 class ResilientWorker(Worker):
     """arq's Worker, kept alive while Redis is away.
 
@@ -227,9 +233,25 @@ class ResilientWorker(Worker):
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
-        except (RedisConnectionError, RedisTimeoutError) as error:
+        except REDIS_LOST as error:
             log.warning("redis_unavailable", error=str(error)[:200])
             await asyncio.sleep(1.0)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # One job at a time: arq takes a slot (semaphore and counter) before it claims a job in
+        # Redis and does not give it back when the claim fails, so every outage that struck
+        # mid-claim would leave the worker one job slot short, for good.
+        for job_id in job_ids:
+            if self.job_counter >= self.max_jobs:
+                return                                     # full: the next poll tries again
+            started_before = self.tasks.get(job_id.decode())
+            try:
+                await super().start_jobs([job_id])
+            except REDIS_LOST:
+                if self.tasks.get(job_id.decode()) is started_before:   # took a slot, no task
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
 
 
 class WorkerSettings:
