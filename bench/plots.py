@@ -40,7 +40,7 @@ def _save(figure, name: str) -> None:
 
 
 def latency_vs_rate(runs: dict[str, dict]) -> None:
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, axis = plt.subplots(figsize=(9.5, 4.2))
     colour = iter(COLOURS)
     for label, data in runs.items():
         rows = data.get("e2e", {}).get("rates", {})
@@ -70,7 +70,7 @@ def latency_vs_rate(runs: dict[str, dict]) -> None:
     axis.set_xlabel("debtor messages per second")
     axis.set_ylabel("ms (log scale)")
     axis.set_title("Reply latency: signed webhook in → provider API call out")
-    axis.legend(fontsize=7, loc="upper left")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(figure, "latency-vs-rate.svg")
 
 
