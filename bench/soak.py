@@ -58,8 +58,9 @@ async def soak(minutes: int, rate: float) -> dict:
                         auth_token=bench.settings.twilio_auth_token,
                         account_sid=bench.settings.twilio_account_sid, clock=bench.clock)
         started = time.time()
+        # ~40 s between a debtor's turns: a steady mix of cheap and expensive turns
         run = asyncio.create_task(driver.run(debtors, rate=rate, seconds=minutes * 60,
-                                             drain_seconds=120))
+                                             drain_seconds=120, active=int(rate * 40)))
         samples = []
         for minute in range(1, minutes + 1):
             await asyncio.sleep(max(0.0, started + minute * 60 - time.time()))

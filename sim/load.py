@@ -181,6 +181,7 @@ class Driver:
         self.by_debtor: dict[str, LoadDebtor] = {}
         self.ready: deque[LoadDebtor] = deque()
         self.starved_ticks = 0
+        self.reserve: deque[LoadDebtor] = deque()      # debtors who start as others finish
         self._next_gateway = 0
         clock.listeners.append(self._answered)
 
@@ -191,6 +192,8 @@ class Driver:
         debtor = sent.debtor
         debtor.waiting.discard(sid)
         self._make_ready(debtor)
+        if debtor.done and not debtor.waiting and self.reserve:
+            self._make_ready(self.reserve.popleft())
 
     def _make_ready(self, debtor: LoadDebtor) -> None:
         # Once: the first reply of a burst can arrive while its second turn is still queued.
@@ -236,11 +239,19 @@ class Driver:
         task.add_done_callback(tasks.discard)
 
     async def run(self, debtors: list[LoadDebtor], *, rate: float, seconds: float,
-                  drain_seconds: float = 120.0) -> None:
-        """Send at `rate` turns/s for `seconds`, then wait (up to drain_seconds) for answers."""
-        for debtor in debtors:
+                  drain_seconds: float = 120.0, active: int | None = None) -> None:
+        """Send at `rate` turns/s for `seconds`, then wait (up to drain_seconds) for answers.
+
+        `active`: at most this many debtors mid-script at once, a new one starting as one
+        finishes. The turns cost the engine very different amounts (a greeting ~20 ms, the
+        verification form ~150 ms), so a long run needs a steady mix of turns; with every
+        debtor queued at once, everyone greets first, then everyone asks, and so on."""
+        for index, debtor in enumerate(debtors):
             self.by_debtor[debtor.id] = debtor
-            self._make_ready(debtor)
+            if active is None or index < active:
+                self._make_ready(debtor)
+            else:
+                self.reserve.append(debtor)
         tasks: set[asyncio.Task] = set()
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector,
