@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -128,22 +129,49 @@ def rasa_train(spec: ModelSpec, out_dir: Path, model_name: str, train_log: Path)
     """`rasa train` for this spec with a fresh, empty Rasa cache (so the time is a cold
     training, not components restored from .rasa/cache); returns wall and CPU seconds."""
     with tempfile.TemporaryDirectory(prefix="nudge-bench-rasa-cache-") as cache:
-        env = dict(os.environ, PYTHONHASHSEED="0", TF_DETERMINISTIC_OPS="1",
-                   RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="2",
-                   RASA_CACHE_DIRECTORY=cache)
-        command = [str(RASA), "train", "--config", str(spec.config.relative_to(ROOT)),
-                   "--domain", str(DOMAIN.relative_to(ROOT)),
-                   "--data", *[str(d.relative_to(ROOT)) for d in spec.data],
-                   "--out", str(out_dir), "--fixed-model-name", model_name]
-        started, cpu_before = time.monotonic(), _children_cpu()
-        with open(train_log, "w") as log_file:
-            result = subprocess.run(command, cwd=ROOT, env=env, stdout=log_file,
-                                    stderr=subprocess.STDOUT, text=True)
-        seconds, cpu = time.monotonic() - started, _children_cpu() - cpu_before
+        return timed_rasa_train(
+            ["--config", str(spec.config.relative_to(ROOT)), "--domain", str(DOMAIN.relative_to(ROOT)),
+             "--data", *[str(d.relative_to(ROOT)) for d in spec.data]],
+            out_dir, model_name, train_log, cache_dir=cache, what=spec.name)
+
+
+def timed_rasa_train(arguments: list[str], out_dir: Path, model_name: str, train_log: Path, *,
+                     cache_dir: str | None, what: str) -> tuple[float, float]:
+    """`rasa train <arguments>` from the project root into out_dir/model_name.tar.gz, its output
+    in train_log; returns wall and CPU seconds. cache_dir: Rasa's cache (None: the project's
+    own `.rasa/cache`, so unchanged components are restored)."""
+    env = {k: v for k, v in os.environ.items() if k != "RASA_CACHE_DIRECTORY"}
+    env.update(PYTHONHASHSEED="0", TF_DETERMINISTIC_OPS="1", RASA_TELEMETRY_ENABLED="false",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    if cache_dir is not None:
+        env["RASA_CACHE_DIRECTORY"] = cache_dir
+    command = [str(RASA), "train", *arguments, "--out", str(out_dir), "--fixed-model-name", model_name]
+    started, cpu_before = time.monotonic(), _children_cpu()
+    with open(train_log, "w") as log_file:
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT, text=True)
+    seconds, cpu = time.monotonic() - started, _children_cpu() - cpu_before
     if result.returncode != 0 or not (out_dir / f"{model_name}.tar.gz").exists():
-        sys.stderr.write(train_log.read_text()[-4000:])
-        raise RuntimeError(f"rasa train for {spec.name} failed ({result.returncode}); see {train_log}")
+        sys.stderr.write(train_log.read_text(errors="replace")[-4000:])
+        raise RuntimeError(f"rasa train for {what} failed ({result.returncode}); see {train_log}")
     return seconds, cpu
+
+
+def sample_replies(seed: int, per_language: int, warm_up: int) -> tuple[list[tuple[str, str]],
+                                                                        list[tuple[str, str]]]:
+    """(warm-up, sample): fixed, mixed-language (text, language) pairs from tests/nlu_eval."""
+    from service.nlu_eval import load_examples
+
+    rng = random.Random(seed)
+    sample, rest = [], []
+    for language in LANGUAGES:
+        texts = [text for text, _ in load_examples(language)]
+        rng.shuffle(texts)
+        sample += [(t, language) for t in texts[:per_language]]
+        rest += [(t, language) for t in texts[per_language:]]
+    rng.shuffle(sample)
+    rng.shuffle(rest)
+    return rest[:warm_up], sample
 
 
 def _children_cpu() -> float:

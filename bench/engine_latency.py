@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import statistics
 import sys
 import time
@@ -34,12 +33,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    LANGUAGES, RESULTS, ROOT, RUN_DIR, PrivateRedis, ensure_model, ensure_spec_model, machine,
-    percentiles, proc_memory, rasa_init_one, say, size_mb, start_actions_and_engine,
+    RESULTS, ROOT, RUN_DIR, PrivateRedis, ensure_model, ensure_spec_model, machine,
+    percentiles, proc_memory, rasa_init_one, sample_replies, say, size_mb, start_actions_and_engine,
     start_gateway_and_worker, write_json,
 )
 from service.engine import EngineClient  # noqa: E402
-from service.nlu_eval import load_examples  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.stack import Stack  # noqa: E402
 from service.understanding import understand  # noqa: E402
@@ -49,20 +47,6 @@ SEED = 20261122
 PER_LANGUAGE = 50
 WARM_UP = 10
 TODAY = date(2026, 11, 18)
-
-
-def sample_messages() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(warm-up, sample): fixed, mixed-language (text, language) pairs from tests/nlu_eval."""
-    rng = random.Random(SEED)
-    sample, rest = [], []
-    for language in LANGUAGES:
-        texts = [text for text, _ in load_examples(language)]
-        rng.shuffle(texts)
-        sample += [(t, language) for t in texts[:PER_LANGUAGE]]
-        rest += [(t, language) for t in texts[PER_LANGUAGE:]]
-    rng.shuffle(sample)
-    rng.shuffle(rest)
-    return rest[:WARM_UP], sample
 
 
 class Target:
@@ -188,7 +172,7 @@ def main() -> None:
 
     models = [("ours", "ours (config.yml)", ensure_model(log=say)),
               ("rasa-init", "rasa init config", ensure_spec_model(rasa_init_one())[0])]
-    warm_up, sample = sample_messages()
+    warm_up, sample = sample_replies(SEED, PER_LANGUAGE, WARM_UP)
     redis = PrivateRedis()
     targets = [Target(key, label, model, redis.url, index) for index, (key, label, model) in enumerate(models)]
     load_before = os.getloadavg()

@@ -59,9 +59,7 @@ import asyncio
 import hashlib
 import json
 import os
-import random
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -78,13 +76,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    CONFIGS, DOMAIN, LANGUAGES, RESULTS, ROOT, RUN_DIR, PrivateRedis, _train_lock, component_seconds,
-    machine, percentiles, proc_memory, read_sidecar, say, sidecar_path, size_mb,
-    start_actions_and_engine, write_json,
+    CONFIGS, DOMAIN, RESULTS, ROOT, RUN_DIR, PrivateRedis, _train_lock, component_seconds,
+    machine, percentiles, proc_memory, read_sidecar, sample_replies, say, sidecar_path, size_mb,
+    start_actions_and_engine, timed_rasa_train, write_json,
 )
 from service.engine import EngineClient  # noqa: E402
 from service.engine_model import MODELS_DIR, RASA, RASA_VERSION, ensure_model, model_inputs  # noqa: E402
-from service.nlu_eval import load_examples  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.stack import APP_PYTHON, Stack, _http_ok, free_port  # noqa: E402
 from service.understanding import understand  # noqa: E402
@@ -137,29 +134,11 @@ def variant_hash(config_text: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def rasa_train_warm(config: str, out_dir: Path, model_name: str, train_log: Path) -> tuple[float, float]:
-    """`rasa train` as ensure_model() runs it (cwd = project root, same data order), with the
-    project's Rasa cache: RASA_CACHE_DIRECTORY is removed from the environment so `.rasa/cache`
-    is used. Returns wall and CPU seconds."""
-    env = {k: v for k, v in os.environ.items() if k != "RASA_CACHE_DIRECTORY"}
-    env.update(PYTHONHASHSEED="0", TF_DETERMINISTIC_OPS="1", RASA_TELEMETRY_ENABLED="false",
-               TF_CPP_MIN_LOG_LEVEL="2")
-    command = [str(RASA), "train", "--config", config, "--domain", "bot/domain.yml",
-               "--data", "nlu_data", "bot/data", "--out", str(out_dir), "--fixed-model-name", model_name]
-    started, cpu_before = time.monotonic(), _children_cpu()
-    with open(train_log, "w") as log_file:
-        result = subprocess.run(command, cwd=ROOT, env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT, text=True)
-    seconds, cpu = time.monotonic() - started, _children_cpu() - cpu_before
-    if result.returncode != 0 or not (out_dir / f"{model_name}.tar.gz").exists():
-        sys.stderr.write(train_log.read_text(errors="replace")[-4000:])
-        raise RuntimeError(f"rasa train failed ({result.returncode}); see {train_log}")
-    return seconds, cpu
+    """`rasa train` as ensure_model() runs it (same data order), with the project's Rasa cache
+    (`.rasa/cache`), so unchanged components are restored. Returns wall and CPU seconds."""
+    return timed_rasa_train(["--config", config, "--domain", "bot/domain.yml", "--data", "nlu_data", "bot/data"],
+                            out_dir, model_name, train_log, cache_dir=None, what=config)
 
 
 def log_components(train_log: Path) -> dict:
@@ -349,20 +328,6 @@ class Target:
 def _metadata(text: str, language: str, index: int) -> dict:
     return {"message_id": f"tuning-{index}", "channel": "sms", "address": "+31600000000",
             "language": language, "today": TODAY.isoformat(), "text": text, "urgent": False}
-
-
-def sample_texts() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(warm-up, sample): fixed, mixed-language (text, language) pairs from tests/nlu_eval."""
-    rng = random.Random(SEED)
-    sample, rest = [], []
-    for language in LANGUAGES:
-        texts = [text for text, _ in load_examples(language)]
-        rng.shuffle(texts)
-        sample += [(t, language) for t in texts[:PER_LANGUAGE]]
-        rest += [(t, language) for t in texts[PER_LANGUAGE:]]
-    rng.shuffle(sample)
-    rng.shuffle(rest)
-    return rest[:WARM_UP], sample
 
 
 async def worker_messages(pairs: list[tuple[str, str]], url: str, token: str) -> list[dict]:
@@ -561,7 +526,7 @@ def main() -> None:
             f"{a['actions']['accuracy']}, {a['rasa_test_seconds']:.0f} s")
     phase("accuracy", before)
 
-    warm_texts, sample_pairs = sample_texts()
+    warm_texts, sample_pairs = sample_replies(SEED, PER_LANGUAGE, WARM_UP)
     redis = PrivateRedis()
     targets = [Target(v, models[v.key][0], redis.url, i) for i, v in enumerate(VARIANTS)]
     engine_runs: list[dict] = []

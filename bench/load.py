@@ -53,7 +53,6 @@ from aiohttp import web  # noqa: E402
 
 from common import (RESULTS, ROOT, RUN_DIR, PrivateRedis, machine, percentiles,  # noqa: E402
                     proc_memory, say, write_json)
-from sandbox.fake_twilio import DEFAULT_SPEC, FAKE_TWILIO, create_fake_twilio  # noqa: E402
 from service.debtor_store import RedisDebtorStore  # noqa: E402
 from service.engine_model import ENGINE_VENV, ensure_model  # noqa: E402
 from service.importer import import_file  # noqa: E402
@@ -61,7 +60,7 @@ from service.keys import Keys  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.stack import APP_PYTHON, Stack, _http_ok, free_port  # noqa: E402
 from sim.load import (Driver, LoadDebtor, ProviderClock, ack_only, check, script,  # noqa: E402
-                      write_portfolio)
+                      start_fake_twilio, write_portfolio)
 from tests.conftest import always_open_policies, stack_env  # noqa: E402
 
 TWILIO_TIMEOUT_S = 15.0
@@ -100,14 +99,7 @@ class Bench:
         self._extra: list[Stack] = []
 
     async def start_fake_twilio(self) -> None:
-        app = create_fake_twilio(DEFAULT_SPEC, {self.settings.twilio_account_sid:
-                                                self.settings.twilio_auth_token},
-                                 callback_delay=0.05)
-        app[FAKE_TWILIO].on_create = self.clock
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        port = int(self.settings.twilio_api_url.rsplit(":", 1)[1])
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self._runner, self.fake_twilio = await start_fake_twilio(self.settings, self.clock)
         # a creditor's system for the business events (they would otherwise retry forever)
         creditor_port = self.settings.creditor_events_url.split(":")[2].split("/")[0]
         self.stack._spawn("creditor", [APP_PYTHON, "-m", "sandbox.fake_creditor", "--port",
@@ -353,12 +345,12 @@ async def phase_builtin(layout: dict[str, int], rates: list[int], seconds: float
                                    account_sid=bench.settings.twilio_account_sid,
                                    clock=ProviderClock(), path="/webhooks/twilio/webhook")
             bench.clock.listeners = []
-            previous = bench._runner.app[FAKE_TWILIO].on_create
-            bench._runner.app[FAKE_TWILIO].on_create = driver.on_message
+            previous = bench.fake_twilio.on_create
+            bench.fake_twilio.on_create = driver.on_message
             started = time.monotonic()
             await driver.run(debtors[f"B{rate}"], rate=rate, seconds=seconds, drain_seconds=300)
             elapsed = time.monotonic() - started
-            bench._runner.app[FAKE_TWILIO].on_create = previous
+            bench.fake_twilio.on_create = previous
             acks = driver.acks_ms()
             answered = len(driver.sent) - len(driver.unanswered())
             out[str(rate)] = {

@@ -38,7 +38,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+from aiohttp import web
 from twilio.request_validator import RequestValidator
+
+from sandbox.fake_twilio import DEFAULT_SPEC, FAKE_TWILIO, FakeTwilio, create_fake_twilio
 
 OUR_NUMBER = "+3197010520000"      # policies/channels.yml sms.from_number
 CREDITOR = "Northwind Mobile"      # verifies by date of birth only (policies/arrangements.yml)
@@ -151,6 +154,18 @@ class ProviderClock:
             self.first_reply[sid] = now
             for listener in self.listeners:
                 listener(sid)
+
+
+async def start_fake_twilio(settings, clock: ProviderClock) -> tuple[web.AppRunner, FakeTwilio]:
+    """The fake Twilio API in this process, where the product's settings point the SDK, with
+    `clock` stamping every message it creates. Stop it with `runner.cleanup()`."""
+    app = create_fake_twilio(DEFAULT_SPEC, {settings.twilio_account_sid: settings.twilio_auth_token})
+    app[FAKE_TWILIO].on_create = clock
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = int(settings.twilio_api_url.rsplit(":", 1)[1])
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, app[FAKE_TWILIO]
 
 
 # --- the driver ------------------------------------------------------------------------------

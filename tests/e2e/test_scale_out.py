@@ -17,15 +17,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from aiohttp import web
 
-from sandbox.fake_twilio import DEFAULT_SPEC, FAKE_TWILIO, create_fake_twilio
 from service.debtor_store import RedisDebtorStore
 from service.importer import import_file
 from service.keys import Keys
 from service.settings import Settings
 from service.stack import Stack
-from sim.load import Driver, ProviderClock, check, write_portfolio
+from sim.load import Driver, ProviderClock, check, start_fake_twilio, write_portfolio
 from tests.conftest import ROOT, always_open_policies, stack_env
 
 RUN_DIR = ROOT / ".run"  # every process's output, for post-mortems
@@ -49,11 +47,7 @@ async def scaled(redis_server, tmp_path_factory):
     client = aioredis.from_url(settings.redis_url)
     await client.flushdb()
     clock = ProviderClock()
-    app = create_fake_twilio(DEFAULT_SPEC, {settings.twilio_account_sid: settings.twilio_auth_token})
-    app[FAKE_TWILIO].on_create = clock
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", int(settings.twilio_api_url.rsplit(":", 1)[1])).start()
+    runner, _ = await start_fake_twilio(settings, clock)
     RUN_DIR.mkdir(exist_ok=True)
     log = open(RUN_DIR / "test-scale-out.log", "w")
     stack = Stack(settings, env, out=log)
